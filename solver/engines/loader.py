@@ -1,0 +1,86 @@
+"""Choosing and loading a backend by name: the one place the CLI touches engines.
+
+`load_engine(options)` returns the engine and the tokenizer whose ids it speaks. Backends are
+imported lazily, so a missing optional dependency (TensorRT-LLM) matters only when chosen.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import PreTrainedTokenizerBase
+
+from .base import Engine
+
+ENGINE_NAMES = ("hf", "trtllm", "replay")
+
+
+class EngineLoadError(RuntimeError):
+    """The chosen engine cannot be loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    name: str = "hf"
+    model: str | None = None  # HF directory or .gguf file; None: the default model
+    device: str | None = None  # None: cuda when available, else cpu
+    dtype: str | None = None  # None: bfloat16 on cuda, float32 on cpu
+    max_batch_size: int = 64
+    replay_file: str | None = None
+    replay_tokens_per_step: int = 4
+    # trtllm
+    engine_dir: str | None = None
+    tokenizer_dir: str | None = None
+    kv_cache_fraction: float = 0.9
+    chunked_context: bool = True
+    allow_identical_samples: bool = False
+
+    def __post_init__(self) -> None:
+        if self.name not in ENGINE_NAMES:
+            raise ValueError(f"unknown engine {self.name!r}; choose one of {', '.join(ENGINE_NAMES)}")
+        if self.name == "replay" and not self.replay_file:
+            raise ValueError("--engine replay needs --replay-file FILE.jsonl")
+        if self.name == "trtllm" and not self.engine_dir:
+            raise ValueError("--engine trtllm needs --engine-dir (a TensorRT-LLM engine built by `python -m build.pipeline`)")
+        if self.max_batch_size < 1:
+            raise ValueError(f"max batch size must be >= 1, got {self.max_batch_size}")
+        if not 0 < self.kv_cache_fraction <= 1:
+            raise ValueError(f"KV-cache memory fraction must be in (0, 1], got {self.kv_cache_fraction}")
+
+
+def load_engine(options: EngineOptions) -> tuple[Engine, PreTrainedTokenizerBase]:
+    loaders = {"hf": _load_hf, "trtllm": _load_trtllm, "replay": _load_replay}
+    return loaders[options.name](options)
+
+
+def _load_hf(options: EngineOptions) -> tuple[Engine, PreTrainedTokenizerBase]:
+    from ..models import ModelUnavailableError, default_model_path
+    from ..tokenizer import load_tokenizer
+    from .hf import HFEngine
+
+    try:
+        model_path = Path(options.model) if options.model else default_model_path()
+    except ModelUnavailableError as exc:
+        raise EngineLoadError(str(exc)) from exc
+    if not model_path.exists():
+        raise EngineLoadError(f"model not found: {model_path}")
+    print(f"Loading {model_path} ...", file=sys.stderr)
+    engine = HFEngine.from_pretrained(model_path, device=options.device, dtype=options.dtype, max_batch_size=options.max_batch_size)
+    return engine, load_tokenizer(model_path)
+
+
+def _load_replay(options: EngineOptions) -> tuple[Engine, PreTrainedTokenizerBase]:
+    from ..tokenizer import byte_tokenizer, load_tokenizer
+    from .replay import ReplayFileError, replay_engine
+
+    tokenizer = load_tokenizer(options.model) if options.model else byte_tokenizer()
+    try:
+        return replay_engine(options.replay_file, tokenizer, options.replay_tokens_per_step), tokenizer
+    except ReplayFileError as exc:
+        raise EngineLoadError(str(exc)) from exc
+
+
+def _load_trtllm(options: EngineOptions) -> tuple[Engine, PreTrainedTokenizerBase]:
+    raise EngineLoadError("the trtllm backend is not wired yet")

@@ -1,0 +1,25 @@
+"""Majority vote over integer answers.
+
+`majority(answers)` takes answers in the order the samples finished (None for a sample without
+an answer) and returns the most frequent integer. Tie-break, deterministic and documented: among
+answers with equal votes, the one whose first vote came earliest wins; shorter solutions finish
+first and are, for reasoning models, the more often correct ones. None when nobody answered.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+
+def vote_counts(answers: Iterable[int | None]) -> Counter[int]:
+    """Votes per answer, in order of first appearance (Counter keeps insertion order)."""
+    return Counter(answer for answer in answers if answer is not None)
+
+
+def majority(answers: Iterable[int | None]) -> int | None:
+    counts = vote_counts(answers)
+    if not counts:
+        return None
+    # max() returns the first maximal item; insertion order is first-vote order.
+    return max(counts, key=lambda answer: counts[answer])
