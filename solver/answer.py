@@ -71,7 +71,7 @@ def _escaped(text: str, i: int) -> bool:
 
 _DROP = [
     r"\\left", r"\\right", r"\\displaystyle", r"\\!", r"\\,", r"\\;", r"\\:", r"\\ ", r"~",
-    r"\$", r"\\%", r"%", r"\^\{?\\circ\}?", r"\\circ", r"\\degree",
+    r"\{,\}", r"\$", r"\\%", r"%", r"\^\{?\\circ\}?", r"\\circ", r"\\degree",
 ]
 _TEXT = re.compile(r"\\(?:text|textbf|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}")
 _FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")

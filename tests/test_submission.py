@@ -1,0 +1,67 @@
+"""The command line: exit codes, messages, outputs. Run: python -m pytest tests/test_submission.py -q"""
+
+from pathlib import Path
+
+import pytest
+
+import submission
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def run(capsys, *argv):
+    code = submission.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("id,text\n1,x\n", "missing column 'problem'"),
+        ("id,problem\n1,x\n1,y\n", "duplicate id"),
+        ("id,problem,answer\n1,x,abc\n", "must be an integer"),
+    ],
+)
+def test_bad_input_exits_2_before_loading_any_engine(tmp_path, capsys, content, fragment):
+    problems = tmp_path / "p.csv"
+    problems.write_text(content)
+    # the model path does not exist: reaching the engine would exit 1, not 2
+    code, _, err = run(capsys, problems, "--model", tmp_path / "missing.gguf", "--out", tmp_path / "s.csv")
+    assert code == 2
+    assert fragment in err and str(problems) in err
+    assert not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "option, fragment",
+    [
+        (["--num-samples", "0"], "number of samples"),
+        (["--num-samples", "4", "--stop-after", "5"], "stop-after"),
+        (["--top-p", "1.5"], "top-p"),
+        (["--temperature", "-1"], "temperature"),
+        (["--consensus", "5/4"], "consensus"),
+        (["--time-limit", "1", "--time-margin", "2"], "margin"),
+        (["--max-tool-calls", "-1"], "tool calls"),
+        (["--engine", "replay"], "--replay-file"),
+    ],
+)
+def test_options_out_of_range_exit_2(tmp_path, capsys, option, fragment):
+    code, _, err = run(capsys, FIXTURES / "seed_bases.csv", "--out", tmp_path / "s.csv", *option)
+    assert code == 2
+    assert fragment in err
+
+
+def test_missing_model_file_exits_1_with_a_clear_message(tmp_path, capsys):
+    code, _, err = run(capsys, FIXTURES / "seed_bases.csv", "--model", tmp_path / "missing.gguf", "--out", tmp_path / "s.csv")
+    assert code == 1
+    assert "model not found" in err
+
+
+def test_replay_run_writes_submission_run_log_and_accuracy(tmp_path, capsys):
+    out = tmp_path / "s.csv"
+    code, stdout, _ = run(capsys, FIXTURES / "seed_bases.csv", "--engine", "replay", "--replay-file", FIXTURES / "seed_bases.jsonl", "--out", out, "--num-samples", "2", "--quiet")
+    assert code == 0
+    assert out.read_text() == "id,answer\nbases,70\n"
+    assert "accuracy: 1/1" in stdout
+    assert Path(f"{out}.runlog.jsonl").exists()
