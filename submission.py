@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=None, help="HF model directory or .gguf file (default: SmolLM2-135M-Instruct, fetched on first use)")
     g.add_argument("--device", default=None, help="hf: cpu, cuda, cuda:1 ... (default: cuda if available)")
     g.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"), help="hf: weights dtype (default: bfloat16 on GPU, float32 on CPU)")
-    g.add_argument("--max-batch-size", type=int, default=64, help="requests generating at once")
+    g.add_argument("--max-batch-size", type=int, default=None, help="requests generating at once (default: hf 64, trtllm the engine's)")
     g.add_argument("--replay-file", default=None, help="replay: JSONL of {id, completion}, one line per sample")
     g.add_argument("--engine-dir", default=None, help="trtllm: engine directory")
     g.add_argument("--tokenizer-dir", default=None, help="trtllm: HF tokenizer directory (default: the engine directory)")
@@ -123,13 +123,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def solve(args, problems, solver_config, policy, engine_options) -> int:
-    from solver.engines.loader import EngineLoadError, load_engine
+    from solver.engines.loader import EngineLoadError, RunShape, load_engine
     from solver.orchestrator import Orchestrator
     from solver.run import Runner
     from solver.runlog import RunLog
 
     try:
-        engine, tokenizer = load_engine(engine_options)
+        engine, tokenizer = load_engine(engine_options, RunShape(solver_config.num_samples, solver_config.temperature, solver_config.top_p))
     except EngineLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -65,3 +65,11 @@ def test_replay_run_writes_submission_run_log_and_accuracy(tmp_path, capsys):
     assert out.read_text() == "id,answer\nbases,70\n"
     assert "accuracy: 1/1" in stdout
     assert Path(f"{out}.runlog.jsonl").exists()
+
+
+def test_trtllm_without_tensorrt_llm_says_what_to_install(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt_llm", None)  # import fails as when absent
+    code, _, err = run(capsys, FIXTURES / "seed_bases.csv", "--engine", "trtllm", "--engine-dir", tmp_path, "--out", tmp_path / "s.csv")
+    assert code == 1
+    assert "pip install tensorrt-llm" in err
+    assert len(err.strip().splitlines()) == 1

@@ -27,7 +27,7 @@ class EngineOptions:
     model: str | None = None  # HF directory or .gguf file; None: the default model
     device: str | None = None  # None: cuda when available, else cpu
     dtype: str | None = None  # None: bfloat16 on cuda, float32 on cpu
-    max_batch_size: int = 64
+    max_batch_size: int | None = None  # None: hf 64, trtllm the engine's own
     replay_file: str | None = None
     replay_tokens_per_step: int = 4
     # trtllm
@@ -44,18 +44,27 @@ class EngineOptions:
             raise ValueError("--engine replay needs --replay-file FILE.jsonl")
         if self.name == "trtllm" and not self.engine_dir:
             raise ValueError("--engine trtllm needs --engine-dir (a TensorRT-LLM engine built by `python -m build.pipeline`)")
-        if self.max_batch_size < 1:
+        if self.max_batch_size is not None and self.max_batch_size < 1:
             raise ValueError(f"max batch size must be >= 1, got {self.max_batch_size}")
         if not 0 < self.kv_cache_fraction <= 1:
             raise ValueError(f"KV-cache memory fraction must be in (0, 1], got {self.kv_cache_fraction}")
 
 
-def load_engine(options: EngineOptions) -> tuple[Engine, PreTrainedTokenizerBase]:
+@dataclass(frozen=True)
+class RunShape:
+    """What some backends check before loading: how the run will sample."""
+
+    num_samples: int = 1
+    temperature: float = 0.6
+    top_p: float = 0.95
+
+
+def load_engine(options: EngineOptions, shape: RunShape = RunShape()) -> tuple[Engine, PreTrainedTokenizerBase]:
     loaders = {"hf": _load_hf, "trtllm": _load_trtllm, "replay": _load_replay}
-    return loaders[options.name](options)
+    return loaders[options.name](options, shape)
 
 
-def _load_hf(options: EngineOptions) -> tuple[Engine, PreTrainedTokenizerBase]:
+def _load_hf(options: EngineOptions, shape: RunShape) -> tuple[Engine, PreTrainedTokenizerBase]:
     from ..models import ModelUnavailableError, default_model_path
     from ..tokenizer import load_tokenizer
     from .hf import HFEngine
@@ -67,11 +76,11 @@ def _load_hf(options: EngineOptions) -> tuple[Engine, PreTrainedTokenizerBase]:
     if not model_path.exists():
         raise EngineLoadError(f"model not found: {model_path}")
     print(f"Loading {model_path} ...", file=sys.stderr)
-    engine = HFEngine.from_pretrained(model_path, device=options.device, dtype=options.dtype, max_batch_size=options.max_batch_size)
+    engine = HFEngine.from_pretrained(model_path, device=options.device, dtype=options.dtype, max_batch_size=options.max_batch_size or 64)
     return engine, load_tokenizer(model_path)
 
 
-def _load_replay(options: EngineOptions) -> tuple[Engine, PreTrainedTokenizerBase]:
+def _load_replay(options: EngineOptions, shape: RunShape) -> tuple[Engine, PreTrainedTokenizerBase]:
     from ..tokenizer import byte_tokenizer, load_tokenizer
     from .replay import ReplayFileError, replay_engine
 
@@ -82,5 +91,26 @@ def _load_replay(options: EngineOptions) -> tuple[Engine, PreTrainedTokenizerBas
         raise EngineLoadError(str(exc)) from exc
 
 
-def _load_trtllm(options: EngineOptions) -> tuple[Engine, PreTrainedTokenizerBase]:
-    raise EngineLoadError("the trtllm backend is not wired yet")
+def _load_trtllm(options: EngineOptions, shape: RunShape) -> tuple[Engine, PreTrainedTokenizerBase]:
+    from .trtllm import EngineUnavailableError, TrtllmConfigError, TrtllmEngine, TrtllmOptions, executor_module, validate_run
+
+    try:
+        executor_module()  # a missing install is said first, before any path checks
+        trt_options = TrtllmOptions(
+            engine_dir=Path(options.engine_dir),
+            tokenizer_dir=Path(options.tokenizer_dir) if options.tokenizer_dir else None,
+            kv_cache_free_gpu_memory_fraction=options.kv_cache_fraction,
+            max_batch_size=options.max_batch_size,
+            enable_chunked_context=options.chunked_context,
+            allow_identical_samples=options.allow_identical_samples,
+        )
+        for warning in validate_run(trt_options, num_samples=shape.num_samples, temperature=shape.temperature, top_p=shape.top_p):
+            print(f"warning: {warning}", file=sys.stderr)
+        engine = TrtllmEngine(trt_options)
+    except (EngineUnavailableError, TrtllmConfigError) as exc:
+        raise EngineLoadError(str(exc)) from exc
+    if not engine.is_leader:
+        # MPI ranks above 0 only serve the leader's executor, then leave.
+        engine.serve_as_worker()
+        raise SystemExit(0)
+    return engine, engine.tokenizer
