@@ -159,7 +159,7 @@ def _open_sandbox(stack: ExitStack, config, tokenizer):
         return None
     from sandbox import Sandbox, SandboxLimits
 
-    limits = SandboxLimits(timeout_s=config.tools.timeout_s)
+    limits = SandboxLimits(timeout_s=config.tools.timeout_s, max_output_chars=config.tools.max_output_chars)
     return stack.enter_context(Sandbox(max_workers=config.tools.num_workers, limits=limits))
 
 

@@ -228,14 +228,16 @@ class Orchestrator:
             self._resume(state, sample, ToolCall(code, status, wall_s, output, 0))
 
     def _tool_output(self, future: concurrent.futures.Future) -> tuple[str, str]:
-        max_chars = self.config.tools.max_output_chars
+        """The sandbox's result as the model reads it (streams already cut by the sandbox)."""
         if future.cancelled():
-            return "crashed", toolcall.output_block("", "The code run was cancelled.\n", max_chars)
+            return "crashed", toolcall.output_block("", "The code run was cancelled.\n")
         result = future.result()
         stderr = result.stderr
         if result.status == "timeout":
-            stderr = stderr + toolcall.timeout_text(self.config.tools.timeout_s)
-        return result.status, toolcall.output_block(result.stdout, stderr, max_chars)
+            stderr += toolcall.timeout_text(self.config.tools.timeout_s)
+        elif result.status in ("crashed", "output_limit") and result.note:
+            stderr += result.note.rstrip() + "\n"
+        return result.status, toolcall.output_block(result.stdout, stderr)
 
     def _resume(self, state: _ProblemState, sample: Sample, call: ToolCall) -> None:
         """Append the tool's output to the sample and let the engine continue from there."""

@@ -24,8 +24,9 @@ CHATML_TEMPLATE = (
 )
 
 
-def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """A deterministic byte-level tokenizer (no merges): every byte is one token."""
+def byte_tokenizer(tool_tokens: bool = True) -> PreTrainedTokenizerFast:
+    """A deterministic byte-level tokenizer (no merges): every byte is one token; with
+    `tool_tokens`, the tool-call markers are single tokens too."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from tokenizers.pre_tokenizers import ByteLevel
 
@@ -40,8 +41,8 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
         pad_token="<|endoftext|>",
         additional_special_tokens=["<|im_start|>"],
     )
-    # Like Qwen2.5: the tool-call markers are single, non-special tokens.
-    tokenizer.add_tokens([TOOL_CALL_START, TOOL_CALL_END])
+    if tool_tokens:  # like Qwen2.5: single, non-special tokens
+        tokenizer.add_tokens([TOOL_CALL_START, TOOL_CALL_END])
     tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
 

@@ -2,8 +2,9 @@
 
 The OpenMath models write Python between `<tool_call>` and `</tool_call>` and were trained to
 read the result as `\\n```output\\n{stdout}{stderr}```\\n` right after the closing tag (the
-"qwen" format of NeMo-Skills' `format_code_output`, tags from its `openmath` code tags), each
-stream cut to a number of characters with `<output cut>` appended.
+"qwen" format of NeMo-Skills' `format_code_output`, tags from its `openmath` code tags). The
+sandbox cuts each stream to the configured number of characters, keeping its beginning and its
+end (where a traceback says what went wrong) around an `<output cut>` marker.
 
 Malformed calls are handled here, not crashed on: a closing tag with no opening tag or no code
 gives an explanatory output, markdown fences inside the tags are removed, and a fake
@@ -16,7 +17,6 @@ import re
 
 from .tokenizer import TOOL_CALL_END, TOOL_CALL_START
 
-OUTPUT_CUT_MARKER = "<output cut>"
 NO_CODE_MESSAGE = "No code found between <tool_call> and </tool_call>; nothing was run."
 NO_CALLS_LEFT_MESSAGE = (
     "You have used all your code executions, so this code was not run. "
@@ -55,13 +55,9 @@ def _strip_fences(code: str) -> str:
     return _CLOSING_FENCE.sub("\n", code[opening.end() :])
 
 
-def cut(text: str, max_chars: int) -> str:
-    return text if len(text) <= max_chars else text[:max_chars] + OUTPUT_CUT_MARKER
-
-
-def output_block(stdout: str, stderr: str = "", max_chars: int = 1000) -> str:
+def output_block(stdout: str, stderr: str = "") -> str:
     """The exact text appended after `</tool_call>`."""
-    return f"\n```output\n{cut(stdout, max_chars)}{cut(stderr, max_chars)}```\n"
+    return f"\n```output\n{stdout}{stderr}```\n"
 
 
 def timeout_text(timeout_s: float) -> str:

@@ -135,7 +135,9 @@ def _inverse_cdf(sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, uniform: 
     """The token whose cumulative-probability interval holds `uniform` [rows] in [0, 1)."""
     cdf = sorted_probs.cumsum(dim=-1)
     target = (uniform * cdf[:, -1]).unsqueeze(-1)
-    index = torch.searchsorted(cdf, target, right=True).clamp(max=cdf.shape[-1] - 1)
+    # Rounding can put `target` at the total; the last kept token then takes it.
+    last_kept = (sorted_probs > 0).sum(dim=-1, keepdim=True) - 1
+    index = torch.minimum(torch.searchsorted(cdf, target, right=True), last_kept)
     return sorted_ids.gather(-1, index).squeeze(-1)
 
 
@@ -149,9 +151,9 @@ def sample_tokens(logits: torch.Tensor, params: list[SamplingParams], generators
         temperature = torch.tensor([params[i].temperature for i in rows], device=logits.device)
         top_p = torch.tensor([[params[i].top_p] for i in rows], device=logits.device)
         probs = torch.softmax(logits[index].float() / temperature.unsqueeze(-1), dim=-1)
-        uniform = torch.cat([torch.rand(1, generator=generators[i], dtype=torch.float64) for i in rows])
+        uniform = torch.cat([torch.rand(1, generator=generators[i]) for i in rows]).to(logits.device)
         sorted_probs, sorted_ids = _nucleus(probs, top_p)
-        tokens[index] = _inverse_cdf(sorted_probs, sorted_ids, uniform.to(logits.device, torch.float32))
+        tokens[index] = _inverse_cdf(sorted_probs, sorted_ids, uniform)
     return tokens.tolist()
 
 
@@ -222,14 +224,14 @@ class HFEngine:
         model: PreTrainedModel,
         *,
         device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         max_batch_size: int = 64,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         _check_full_attention(model)
         if device is not None or dtype is not None:
-            model = model.to(device=device, dtype=dtype)
+            model = model.to(device=device, dtype=_torch_dtype(dtype))
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.max_batch_size = max_batch_size
@@ -247,15 +249,16 @@ class HFEngine:
         path: str | Path,
         *,
         device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         max_batch_size: int = 64,
     ) -> HFEngine:
         """Load an HF model directory or a `.gguf` file: by default bfloat16 on CUDA when
-        available, else float32 on CPU (GGUF weights are dequantized on load)."""
+        available, else float32 on CPU (GGUF weights are dequantized on load). `dtype` may be a
+        torch dtype or its name ("bfloat16")."""
         from transformers import AutoModelForCausalLM
 
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        dtype = _torch_dtype(dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         path = Path(path)
         if path.is_file() and path.suffix == ".gguf":
             model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
@@ -321,7 +324,7 @@ class HFEngine:
     def _check_token_ids(self, request_id: str, token_ids: tuple[int, ...]) -> None:
         bad = [t for t in token_ids if not 0 <= t < self.vocab_size]
         if bad:
-            raise ValueError(f"request {request_id!r} has token ids outside the vocabulary of {self.vocab_size}: {bad[:5]}")
+            raise ValueError(f"request {request_id!r} has token ids outside a vocabulary of {self.vocab_size}: {bad[:5]}")
 
     # -- introspection -------------------------------------------------------------------------
 
@@ -338,7 +341,7 @@ class HFEngine:
     def _decode(self) -> list[Delta]:
         seqs = self._batch.seqs
         input_ids = torch.tensor([s.pending_token_ids for s in seqs], device=self.device)
-        position_ids = torch.tensor([[s.num_cached_tokens] for s in seqs], device=self.device)
+        position_ids = torch.tensor([[self._batch.width] for s in seqs], device=self.device)
         attention_mask = self._batch.attention_mask(1, self.device)
         try:
             logits = self._forward(input_ids, position_ids, attention_mask, self._batch.cache)
@@ -389,8 +392,9 @@ class HFEngine:
         except RuntimeError as exc:
             return self._fail(group, exc)
         self._count_prefill(group)
+        num_tokens = head.num_tokens
         for seq in group:
-            seq.num_cached_tokens, seq.kv = head.num_tokens, None
+            seq.num_cached_tokens, seq.kv = num_tokens, None
         deltas = self._accept(group, logits.expand(len(group), -1))
         kv = _kv_of(cache)
         for seq in group:
@@ -479,6 +483,15 @@ class HFEngine:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         return [Delta(s.request_id, (), "error", message) for s in seqs]
+
+
+def _torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, dtype, None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"unknown dtype {dtype!r}; use a torch dtype name such as 'bfloat16' or 'float32'")
+    return resolved
 
 
 def _check_full_attention(model: PreTrainedModel) -> None:
