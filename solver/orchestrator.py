@@ -224,20 +224,20 @@ class Orchestrator:
         for future in [f for f in state.pending if f.done()]:
             sample, code, started = state.pending.pop(future)
             wall_s = time.perf_counter() - started
-            status, output = self._tool_output(future)
-            self._resume(state, sample, ToolCall(code, status, wall_s, output, 0))
+            status, output, run_s = self._tool_output(future)
+            self._resume(state, sample, ToolCall(code, status, wall_s, output, 0, run_s))
 
-    def _tool_output(self, future: concurrent.futures.Future) -> tuple[str, str]:
-        """The sandbox's result as the model reads it (streams already cut by the sandbox)."""
+    def _tool_output(self, future: concurrent.futures.Future) -> tuple[str, str, float]:
+        """Status, the text the model reads (streams already cut by the sandbox), run seconds."""
         if future.cancelled():
-            return "crashed", toolcall.output_block("", "The code run was cancelled.\n")
+            return "crashed", toolcall.output_block("", "The code run was cancelled.\n"), 0.0
         result = future.result()
         stderr = result.stderr
         if result.status == "timeout":
             stderr += toolcall.timeout_text(self.config.tools.timeout_s)
         elif result.status in ("crashed", "output_limit") and result.note:
             stderr += result.note.rstrip() + "\n"
-        return result.status, toolcall.output_block(result.stdout, stderr)
+        return result.status, toolcall.output_block(result.stdout, stderr), result.wall_s
 
     def _resume(self, state: _ProblemState, sample: Sample, call: ToolCall) -> None:
         """Append the tool's output to the sample and let the engine continue from there."""

@@ -22,9 +22,10 @@ class SampleStatus(enum.Enum):
 class ToolCall:
     code: str
     status: str  # the sandbox's status, or "skipped" (no calls left) / "empty" (no code)
-    wall_s: float
+    wall_s: float  # from handing the code to the sandbox to having its result
     output: str  # the text fed back to the model, exactly
     num_tokens: int
+    run_s: float = 0.0  # the code's own run time, as the sandbox measured it
 
 
 @dataclass
