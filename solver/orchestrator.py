@@ -237,6 +237,8 @@ class Orchestrator:
             stderr += toolcall.timeout_text(self.config.tools.timeout_s)
         elif result.status in ("crashed", "output_limit") and result.note:
             stderr += result.note.rstrip() + "\n"
+        if result.state_lost:
+            stderr += toolcall.STATE_LOST_MESSAGE
         return result.status, toolcall.output_block(result.stdout, stderr), result.wall_s
 
     def _resume(self, state: _ProblemState, sample: Sample, call: ToolCall) -> None:

@@ -22,6 +22,7 @@ NO_CALLS_LEFT_MESSAGE = (
     "You have used all your code executions, so this code was not run. "
     "Continue solving the problem without code."
 )
+STATE_LOST_MESSAGE = "The variables and imports of earlier code runs were lost; define them again.\n"
 
 _OPENING_FENCE = re.compile(r"^\s*```[A-Za-z0-9_+-]*[ \t]*\n")
 _CLOSING_FENCE = re.compile(r"\n?```\s*$")

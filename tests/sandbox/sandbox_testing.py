@@ -1,0 +1,75 @@
+"""Helpers for the sandbox tests: inspecting processes from outside, asking the code about itself."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from sandbox import Sandbox, SandboxLimits
+
+SECRET_NAME = "SANDBOX_TEST_SECRET"
+SECRET_VALUE = "hunter2-do-not-leak"
+TEST_LIMITS = SandboxLimits(timeout_s=5.0, memory_mb=512, max_processes=32, restore_timeout_s=5.0)
+
+
+def run_ok(pool: Sandbox, session_id: str, code: str):
+    result = pool.execute(session_id, code)
+    assert result.status == "ok", result
+    return result
+
+
+def session_uid_and_worker_pid(pool: Sandbox, session_id: str) -> tuple[int, int]:
+    """Asked of the code itself: no pid namespace, so its getpid() is the host's pid."""
+    uid, pid = run_ok(pool, session_id, "import os\nprint(os.getuid(), os.getpid())").stdout.split()
+    return int(uid), int(pid)
+
+
+def pids_of_uid(uid: int) -> set[int]:
+    """Live (non-zombie) processes whose real uid is `uid`."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status") as status:
+                fields = dict(line.split(":", 1) for line in status if ":" in line)
+        except OSError:
+            continue
+        if int(fields["Uid"].split()[0]) == uid and not fields["State"].strip().startswith("Z"):
+            found.add(int(entry))
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    """All live processes below `pid` in the process tree."""
+    parent_of = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parent_of[int(entry)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parent_of.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def wait_until(predicate, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (own uid per session)")
