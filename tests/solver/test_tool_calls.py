@@ -194,3 +194,26 @@ def test_tokenizers_without_a_single_tool_token_turn_tools_off(sandbox):
     assert not orchestrator.tools_active
     result = orchestrator.solve(PROBLEM)
     assert result.samples[0].tool_calls == [] and result.answer == 4
+
+
+class FakeToolsLosingState:
+    """Fake sandbox (test equipment): every call times out and reports its state lost."""
+
+    def submit(self, session_id, code, timeout_s):
+        import concurrent.futures
+
+        from sandbox import ExecutionResult
+
+        future = concurrent.futures.Future()
+        future.set_result(ExecutionResult("timeout", stdout="partial\n", wall_s=timeout_s, state_lost=True))
+        return future
+
+    def close_session(self, session_id):
+        pass
+
+
+def test_lost_state_is_told_to_the_model():
+    result, _ = solve([call("x = 1") + " \\boxed{1}"], FakeToolsLosingState(), limits={"timeout_s": 2})
+    output = result.samples[0].tool_calls[0].output
+    assert output.startswith("\n```output\npartial\nExecution timed out after 2 seconds\n")
+    assert "were lost; define them again" in output
