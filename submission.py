@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-log", default=None, help="append-only JSONL log of every sample (default: OUT.runlog.jsonl)")
     p.add_argument("--no-resume", action="store_true", help="solve every problem again even if the run log has it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--report", metavar="DIR", default=None, help="after the run, write the leaderboard, per-problem table and plots of the run log to DIR")
+    p.add_argument("--gateway", action="store_true", help="Kaggle mode: serve predict(id_, question) to the competition's gateway (or a local stand-in over PROBLEMS)")
+    p.add_argument("--num-problems", type=int, default=50, help="gateway mode: problems the gateway will send (for the time budget)")
 
     g = p.add_argument_group("engine")
     g.add_argument("--engine", default="hf", choices=("hf", "trtllm", "replay"), help="generation backend")
@@ -134,18 +137,35 @@ def solve(args, problems, solver_config, policy, engine_options) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     out_path = Path(args.out)
+    runlog_path = Path(args.run_log or f"{out_path}.runlog.jsonl")
     with ExitStack() as stack:
         stack.callback(engine.close)
         tools = _open_sandbox(stack, solver_config, tokenizer)
         orchestrator = Orchestrator(engine, tokenizer, solver_config, tools)
-        runner = Runner(orchestrator, RunLog(args.run_log or f"{out_path}.runlog.jsonl"), out_path, policy, solver_config.fallback_answer, resume=not args.no_resume, show_progress=not args.quiet)
+        runner = Runner(orchestrator, RunLog(runlog_path), out_path, policy, solver_config.fallback_answer, resume=not args.no_resume, show_progress=not args.quiet)
         run_config = {"argv": sys.argv[1:], "engine": asdict(engine_options), "solver": _plain(asdict(solver_config)), "tools_active": orchestrator.tools_active}
+        if args.gateway:
+            return _serve_gateway(args, orchestrator, runlog_path, policy, run_config, out_path)
         try:
             summary = runner.run(problems, run_config, start_s=RUN_START_S)
         except KeyboardInterrupt:
             print(f"\ninterrupted: {out_path} holds the answers so far; run the same command again to resume.", file=sys.stderr)
             return 130
     _print_summary(summary, out_path, len(problems))
+    if args.report:
+        from solver.report import write_report
+
+        written = write_report([runlog_path], args.report)
+        print(f"report: {', '.join(str(path) for path in written.values())}", file=sys.stderr)
+    return 0
+
+
+def _serve_gateway(args, orchestrator, runlog_path: Path, policy, run_config: dict, out_path: Path) -> int:
+    from solver.gateway import Gateway, serve
+    from solver.runlog import RunLog
+
+    gateway = Gateway(orchestrator, RunLog(runlog_path), policy, args.num_problems, start_s=RUN_START_S, run_config=run_config)
+    serve(gateway.predict, args.problems, out_dir=out_path.parent)
     return 0
 
 

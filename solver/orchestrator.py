@@ -37,10 +37,9 @@ from .prompt import prompt_token_ids
 from .sample import Sample, SampleStatus, ToolCall
 from .stopping import stop_reason
 from .tokenizer import TOOL_CALL_END, single_token_id, stop_token_ids
-from .vote import majority, vote_counts
+from .vote import ballot, majority, vote_counts
 
 _TOOL_POLL_S = 0.05
-_VOTING_FINISH_REASONS = ("stop", "length", "deadline")
 
 
 class ToolRunner(Protocol):
@@ -273,7 +272,7 @@ class Orchestrator:
 
     def _result(self, state: _ProblemState, allowance_s: float | None) -> ProblemResult:
         voters = state.finish_order + [s for s in state.samples if s.finish_reason == "deadline"]
-        ballots = [s.answer if s.finish_reason in _VOTING_FINISH_REASONS else None for s in voters]
+        ballots = [ballot(s.answer, s.finish_reason) for s in voters]
         voted = majority(ballots)
         return ProblemResult(
             problem=state.problem,

@@ -100,7 +100,7 @@ class Runner:
             summary.num_generated_tokens += result.num_generated_tokens
         except Exception as exc:  # one problem's failure must not end the run
             traceback.print_exc(file=sys.stderr)
-            record = _error_record(problem, self.fallback_answer, allowance_s, self.clock() - started, exc)
+            record = error_record(problem, self.fallback_answer, allowance_s, self.clock() - started, exc)
             summary.num_errors += 1
         self.runlog.append(record)
         budget.record(self.clock() - started)
@@ -125,6 +125,6 @@ def _postfix(summary: RunSummary, elapsed_s: float) -> str:
     return " ".join(parts)
 
 
-def _error_record(problem: Problem, fallback: int, allowance_s: float | None, wall_s: float, exc: Exception) -> dict:
+def error_record(problem: Problem, fallback: int, allowance_s: float | None, wall_s: float, exc: Exception) -> dict:
     result = ProblemResult(problem, fallback, "fallback", {}, "error", allowance_s, wall_s, now_iso(), [], error=f"{exc.__class__.__name__}: {exc}")
     return result.record()

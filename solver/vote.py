@@ -11,6 +11,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
+# Samples that ended on their own, or were cut by the deadline with a box already written, vote;
+# samples aborted by an early stop, or ended by an engine error, do not.
+VOTING_FINISH_REASONS = ("stop", "length", "deadline")
+
+
+def ballot(answer: int | None, finish_reason: str | None) -> int | None:
+    """What one sample puts in the ballot box."""
+    return answer if finish_reason in VOTING_FINISH_REASONS else None
+
 
 def vote_counts(answers: Iterable[int | None]) -> Counter[int]:
     """Votes per answer, in order of first appearance (Counter keeps insertion order)."""
