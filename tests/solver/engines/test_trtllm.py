@@ -584,3 +584,42 @@ def test_leader_closes_once(tmp_path, tokenizer_dir, fake, monkeypatch):
     engine.close()
     engine.abort("a")  # after close: forgotten without calling the shut-down executor
     assert executor.is_shut_down and executor.cancelled_ids == []
+
+
+# ---- through the solver: early stop and deadline send aborts to the executor ----------------------
+
+
+def solver_for(engine, **config):
+    from solver.config import SolverConfig, ToolConfig
+    from solver.orchestrator import Orchestrator
+
+    return Orchestrator(engine, tokenizer, SolverConfig(consensus=None, tools=ToolConfig(enabled=False), **config))
+
+
+def test_solver_early_stop_cancels_the_running_requests_in_the_executor(tmp_path, tokenizer_dir, fake):
+    from solver.problems import Problem
+
+    engine, executor = make_engine(tmp_path, tokenizer_dir, fake)
+    boxed = tokenizer.encode("\\boxed{7}", add_special_tokens=False)
+    fake.model = lambda request: boxed + [EOS] if len(executor.enqueued) == 1 else list(range(40, 100))
+    result = solver_for(engine, num_samples=3, stop_after=1).solve(Problem("p", "What is 3 + 4?"))
+    assert result.stop_reason == "first_k" and result.answer == 7
+    assert [s.finish_reason for s in result.samples] == ["stop", "aborted", "aborted"]
+    assert sorted(executor.cancelled_ids) == [2, 3]  # the two requests still running
+    assert not engine.has_work()
+
+
+def test_solver_deadline_cancels_every_request_in_the_executor(tmp_path, tokenizer_dir, fake):
+    from solver.config import SolverConfig, ToolConfig
+    from solver.orchestrator import Orchestrator
+    from solver.problems import Problem
+
+    engine, executor = make_engine(tmp_path, tokenizer_dir, fake)
+    fake.model = lambda request: list(range(40, 100))
+    ticks = iter(range(10_000))  # a clock that advances one second per reading
+    orchestrator = Orchestrator(engine, tokenizer, SolverConfig(num_samples=2, consensus=None, tools=ToolConfig(enabled=False)), clock=lambda: float(next(ticks)))
+    result = orchestrator.solve(Problem("p", "What is 3 + 4?"), allowance_s=5)
+    assert result.stop_reason == "deadline"
+    assert [s.finish_reason for s in result.samples] == ["deadline", "deadline"]
+    assert sorted(executor.cancelled_ids) == [1, 2]
+    assert not engine.has_work()
