@@ -39,7 +39,7 @@ from .stopping import stop_reason
 from .tokenizer import TOOL_CALL_END, single_token_id, stop_token_ids
 from .vote import ballot, majority, vote_counts
 
-_TOOL_POLL_S = 0.05
+_TOOL_WAIT_S = 1.0  # longest wait for a tool call before the deadline is checked again
 
 
 class ToolRunner(Protocol):
@@ -216,7 +216,7 @@ class Orchestrator:
             state.pending[future] = (sample, code, time.perf_counter())
 
     def _wait_for_tools(self, state: _ProblemState) -> None:
-        timeout_s = _TOOL_POLL_S if state.deadline_s is None else max(0.0, min(_TOOL_POLL_S * 20, state.deadline_s - self.clock()))
+        timeout_s = _TOOL_WAIT_S if state.deadline_s is None else max(0.0, min(_TOOL_WAIT_S, state.deadline_s - self.clock()))
         concurrent.futures.wait(list(state.pending), timeout=timeout_s, return_when=concurrent.futures.FIRST_COMPLETED)
 
     def _collect_tool_results(self, state: _ProblemState) -> None:
