@@ -35,6 +35,7 @@ class RunSummary:
     num_resumed: int = 0  # taken from the run log
     num_unsolved: int = 0  # fallback: out of time
     num_errors: int = 0
+    num_voted: int = 0  # solved in this run with a voted answer (not the fallback)
     num_correct: int = 0
     num_with_expected: int = 0
     num_generated_tokens: int = 0
@@ -103,6 +104,7 @@ class Runner:
             record = error_record(problem, self.fallback_answer, allowance_s, self.clock() - started, exc)
             summary.num_errors += 1
         self.runlog.append(record)
+        summary.num_voted += record["answer_source"] == "vote"
         budget.record(self.clock() - started)
         summary.answers[problem.id] = record["answer"]
         summary.num_solved += 1
@@ -119,7 +121,7 @@ def _count_correct(summary: RunSummary, problem: Problem, answer: int) -> None:
 
 
 def _postfix(summary: RunSummary, elapsed_s: float) -> str:
-    parts = [f"tok/s={summary.num_generated_tokens / max(elapsed_s, 1e-9):.0f}"]
+    parts = [f"voted={summary.num_voted}/{summary.num_solved}", f"tok/s={summary.num_generated_tokens / max(elapsed_s, 1e-9):.0f}"]
     if summary.num_with_expected:
         parts.insert(0, f"correct={summary.num_correct}/{summary.num_with_expected}")
     return " ".join(parts)
