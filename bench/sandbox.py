@@ -3,9 +3,11 @@
     python bench/sandbox.py [--calls 500] [--fresh-calls 40] [--sympy-fresh-calls 12] [--sessions 64]
 
 Prints p50/p99 latency of trivial code and of a sympy computation through `Sandbox.execute`
-(warm session) and through `subprocess.run([sys.executable, "-c", code])`, the cost of a session's
-first call (which starts its worker), and the throughput of many sessions called concurrently;
-then a table with the ratios. Percentiles of few samples are rough: p99 of 12 runs is their max.
+(warm session) and through `subprocess.run([sys.executable, "-c", code])`; the cost of a session's
+first call, one at a time and for `--sessions` new sessions at once, with spare workers ready and
+without spares (`spare_workers=0`: each first call forks its worker); and the throughput of many
+sessions called concurrently; then a table with the ratios. Percentiles of few samples are rough:
+p99 of 12 runs is their max.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import platform
 import subprocess
 import sys
 import time
-from concurrent.futures import wait
+from concurrent.futures import Future, wait
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -58,7 +60,40 @@ def time_fresh_interpreter(code: str, calls: int) -> list[float]:
     return samples
 
 
+def wait_for_spares(pool: Sandbox, timeout_s: float = 60.0) -> None:
+    """Until every slot that sessions leave free holds a ready spare (up to `spare_workers`)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = pool.stats()
+        if stats.spares_ready >= min(pool.spare_workers, pool.max_workers - stats.workers_live):
+            return
+        time.sleep(0.01)
+    raise TimeoutError(f"spares not ready after {timeout_s} s: {pool.stats()}")
+
+
+def time_concurrent_first_calls(pool: Sandbox, sessions: int) -> list[float]:
+    """Latency of each of `sessions` first calls submitted at once (each from the same start)."""
+    wait_for_spares(pool)
+    names = [f"burst-{index}" for index in range(sessions)]
+    done_at: dict[str, float] = {}
+
+    def stamp(name: str):
+        return lambda future: done_at.setdefault(name, time.perf_counter())
+
+    started = time.perf_counter()
+    futures: list[Future] = []
+    for name in names:
+        futures.append(pool.submit(name, TRIVIAL))
+        futures[-1].add_done_callback(stamp(name))
+    wait(futures)
+    assert all(future.result().status == "ok" for future in futures)
+    for name in names:
+        pool.close_session(name)
+    return [done_at[name] - started for name in names]
+
+
 def time_first_calls(pool: Sandbox, sessions: int) -> list[float]:
+    wait_for_spares(pool)
     samples = []
     for index in range(sessions):
         started = time.perf_counter()
@@ -92,6 +127,9 @@ def main() -> None:
     rows = []
     with Sandbox(max_workers=args.sessions) as pool:
         print(f"isolation: {pool.isolation}")
+        burst = summary(time_concurrent_first_calls(pool, args.sessions))
+        print(f"{args.sessions} first calls at once, spares ready: "
+              f"p50 {burst[0]:.1f} ms p99 {burst[1]:.1f} ms")
         for label, code, fresh_calls in (("trivial", TRIVIAL, args.fresh_calls),
                                          ("sympy", SYMPY, args.sympy_fresh_calls)):
             ours = summary(time_sandbox(pool, label, code, args.calls))
@@ -101,11 +139,20 @@ def main() -> None:
                   f"({fresh_calls} runs)")
             rows.append((label, ours, fresh))
         first = summary(time_first_calls(pool, 20))
-        print(f"first call of a new session (starts its worker): "
+        print(f"first call of a new session, one at a time, spares ready: "
               f"p50 {first[0]:.1f} ms p99 {first[1]:.1f} ms")
+        print(f"workers: {pool.stats()}")
         calls_per_s = throughput(pool, args.sessions, calls_per_session=20)
         print(f"throughput, {args.sessions} concurrent sessions x 20 trivial calls: "
               f"{calls_per_s:.0f} calls/s")
+    with Sandbox(max_workers=args.sessions, spare_workers=0) as pool:
+        assert pool.execute("warm-up", TRIVIAL).status == "ok"  # the fork server's imports
+        pool.close_session("warm-up")
+        first_forked = summary(time_first_calls(pool, 20))
+        burst_forked = summary(time_concurrent_first_calls(pool, args.sessions))
+        print(f"without spares: first call one at a time p50 {first_forked[0]:.1f} ms "
+              f"p99 {first_forked[1]:.1f} ms; {args.sessions} at once p50 {burst_forked[0]:.1f} ms "
+              f"p99 {burst_forked[1]:.1f} ms")
 
     print()
     print(f"| code | sandbox p50 / p99 (ms) | fresh interpreter p50 / p99 (ms) | p50 ratio |")
@@ -113,7 +160,10 @@ def main() -> None:
     for label, ours, fresh in rows:
         print(f"| {label} | {ours[0]:.2f} / {ours[1]:.2f} | {fresh[0]:.1f} / {fresh[1]:.1f} | "
               f"{fresh[0] / ours[0]:.0f}x |")
-    print(f"| first call of a session | {first[0]:.1f} / {first[1]:.1f} | | |")
+    print(f"| first call of a session, one at a time | {first[0]:.1f} / {first[1]:.1f} "
+          f"(no spares: {first_forked[0]:.1f} / {first_forked[1]:.1f}) | | |")
+    print(f"| first calls of {args.sessions} new sessions at once | {burst[0]:.1f} / {burst[1]:.1f} "
+          f"(no spares: {burst_forked[0]:.1f} / {burst_forked[1]:.1f}) | | |")
     print(f"| {args.sessions} concurrent sessions | {calls_per_s:.0f} calls/s | | |")
 
 

@@ -11,7 +11,7 @@ See docs/sandbox.md for the guarantees and what is not covered.
 
 from sandbox.isolation import Isolation
 from sandbox.limits import SandboxLimits
-from sandbox.pool import Sandbox
+from sandbox.pool import Sandbox, SandboxStats
 from sandbox.result import ExecutionResult, Status
 
-__all__ = ["ExecutionResult", "Isolation", "Sandbox", "SandboxLimits", "Status"]
+__all__ = ["ExecutionResult", "Isolation", "Sandbox", "SandboxLimits", "SandboxStats", "Status"]

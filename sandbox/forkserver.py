@@ -19,6 +19,7 @@ socket open in its children, so the fork server then outlives the solver until t
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import json
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import NoReturn
@@ -53,6 +55,8 @@ _STATUS = struct.Struct(">i")
 _HELLO_TIMEOUT_S = 60.0  # the fork server's first message, sent before its imports
 _WORKER_HELLO_TIMEOUT_S = 30.0
 _KILL_DEADLINE_S = 2.0  # a process stuck in the kernel (D state) may take longer to die
+_QUIET_S = 0.02  # a background request waits until no other one came for this long,
+_MAX_DEFER_S = 0.25  # but no longer than this, so that it cannot starve
 
 
 class SandboxError(Exception):
@@ -63,12 +67,24 @@ class SandboxError(Exception):
 
 
 class ForkServer:
-    """Handle to the fork-server process. Thread-safe; restarts the process if it died."""
+    """Handle to the fork-server process. Thread-safe; restarts the process if it died.
+
+    Requests are served one at a time. Background ones (forking and killing spare workers) give
+    way to the others: they start once no other request came for `_QUIET_S` (or after
+    `_MAX_DEFER_S`), so that a burst of closes or calls does not queue behind them. A background
+    request that already started may still delay another one by its own length (a few ms).
+    """
 
     def __init__(self, limits: SandboxLimits, workspace: Path) -> None:
         self._limits = limits
         self._workspace = workspace  # removed by the fork server when it stops
-        self._lock = threading.Lock()
+        # Re-entrant: garbage collection may run the pool's finalizer, which calls `close`, in a
+        # thread of the spares that is in the middle of a request.
+        self._lock = threading.RLock()
+        self._closed = False
+        self._traffic = threading.Condition()  # guards the two fields below
+        self._foreground_requests = 0  # waiting or in progress
+        self._last_foreground_s = float("-inf")
         self._start()
 
     def _start(self) -> None:
@@ -97,13 +113,18 @@ class ForkServer:
     @property
     def isolation(self) -> isolation.Isolation:
         """What every worker will get (probed once by the fork server at start)."""
-        with self._lock:
+        with self._turn(background=False):
             return self._hello()
 
-    def spawn(self, uid: int, session_dir: str) -> WorkerHandle:
-        """A new worker for the session with this uid and directory, ready to run code."""
+    def spawn(self, uid: int, session_dir: str, background: bool = False) -> WorkerHandle:
+        """A new worker for the session with this uid and directory, ready to run code.
+
+        Restarts the fork-server process if it died, unless `close` was called: then it raises.
+        """
         spec = {"uid": uid, "session_dir": session_dir, "limits": asdict(self._limits)}
-        with self._lock:
+        with self._turn(background):
+            if self._closed:
+                raise SandboxError("the sandbox is closed")
             if self._process.poll() is not None:
                 self._sock.close()
                 self._start()
@@ -116,19 +137,22 @@ class ForkServer:
         handle = WorkerHandle(reply["pid"], uid, *fds)
         got = handle.wait_hello(_WORKER_HELLO_TIMEOUT_S)
         if got is None or not got.covers(expected):
-            self.kill(uid, handle.pid)
+            self.kill(uid, handle.pid, background)
             handle.close()
             raise SandboxError(f"worker did not start with the expected isolation: {got}")
         return handle
 
-    def kill(self, uid: int, pid: int | None) -> None:
-        """SIGKILL the worker `pid` and every other process of the session; returns when sent."""
-        with self._lock:
+    def kill(self, uid: int, pid: int | None, background: bool = False) -> None:
+        """SIGKILL the worker `pid` and every other process of the session; returns when done."""
+        with self._turn(background):
             if self._process.poll() is None:
                 self._request({"op": "kill", "uid": uid, "pid": pid}, max_fds=0)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the fork server; it kills every worker and their processes first."""
+        with self._traffic:
+            self._closed = True  # from now on nothing restarts it
+            self._traffic.notify_all()  # background requests stop waiting, and fail
         with self._lock:
             self._sock.close()
             try:
@@ -136,6 +160,35 @@ class ForkServer:
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
+
+    @contextlib.contextmanager
+    def _turn(self, background: bool) -> Iterator[None]:
+        """Hold the lock for one request; a background one first waits for a quiet moment."""
+        if background:
+            self.wait_until_quiet()
+        else:
+            with self._traffic:
+                self._foreground_requests += 1
+        try:
+            with self._lock:
+                yield
+        finally:
+            if not background:
+                with self._traffic:
+                    self._foreground_requests -= 1
+                    self._last_foreground_s = time.monotonic()
+                    self._traffic.notify_all()
+
+    def wait_until_quiet(self) -> None:
+        """Return once no foreground request came for `_QUIET_S`, or after `_MAX_DEFER_S`."""
+        give_up_s = time.monotonic() + _MAX_DEFER_S
+        with self._traffic:
+            while not self._closed:
+                now_s = time.monotonic()
+                idle_s = now_s - self._last_foreground_s
+                if now_s >= give_up_s or (self._foreground_requests == 0 and idle_s >= _QUIET_S):
+                    return
+                self._traffic.wait(min(_QUIET_S, give_up_s - now_s))
 
     def _hello(self) -> isolation.Isolation:
         if self._isolation is None:
@@ -336,8 +389,9 @@ class _Server:
                     pass
 
     def _shutdown(self) -> None:
-        for pid in list(self._workers):
-            self._kill(self._workers[pid][0], pid)
+        # A snapshot: workers that exit meanwhile (their solver side closed) are reaped by _kill.
+        for pid, (uid, _) in list(self._workers.items()):
+            self._kill(uid, pid)
         for uid in list(self._uids_to_sweep):
             self._kill_all_of_uid(uid)
         self._reap()

@@ -13,6 +13,7 @@ bounded size, validated fields, output kept in bounded memory.
 from __future__ import annotations
 
 import os
+import select
 import selectors
 import signal
 import socket
@@ -76,6 +77,19 @@ class WorkerHandle:
     @property
     def is_dead(self) -> bool:
         return self._exit_known
+
+    def is_idle_and_alive(self) -> bool:
+        """True unless the worker said something, hung up or died since its last answer (no wait).
+
+        A process's descriptors close as it exits, before anyone reaps it, so a worker that was
+        killed reads as dead here as soon as it is no longer running.
+        """
+        if self._exit_known or self._broken or self._messages or self._closed:
+            return False
+        poller = select.poll()  # not select.select: descriptors may be numbered above 1023
+        for fd in (self._ctrl.fileno(), self._status_fd):
+            poller.register(fd, select.POLLIN)
+        return not poller.poll(0)
 
     def wait_hello(self, timeout_s: float) -> Isolation | None:
         """The isolation the worker reports once it is ready; None if it never got there."""

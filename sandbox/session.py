@@ -11,15 +11,18 @@ Replay does not restore: what failed cells did before their exception; random dr
 readings (a replayed cell draws anew); effects outside the worker's memory (the session directory
 is kept, so a replayed cell that appends to a file appends again).
 
+A session gets its identity (uid and directory) once, from the pool, before its first call runs:
+with a ready worker when the pool had a spare (`adopt`), else alone (`bind`), and then its first
+call forks the worker. Either way the worker was forked for that identity and has run nothing else.
+
 Threading: the pool's lock guards the bookkeeping fields (`queue`, `draining`, `running`,
-`has_slot`, `closed`, `last_used_s`); `lock` is held by whoever drives the session's processes
-(the thread running its calls, an eviction, the final clean-up). `kill_processes` needs neither,
-so that closing a session stops its running call at once.
+`has_slot`, `closed`, `last_used_s`) and the identity; `lock` is held by whoever drives the
+session's processes (the thread running its calls, an eviction, the final clean-up).
+`kill_processes` needs neither, so that closing a session stops its running call at once.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -30,6 +33,7 @@ from pathlib import Path
 
 from sandbox.forkserver import ForkServer, SandboxError
 from sandbox.handle import RunOutcome, WorkerHandle
+from sandbox.identity import Identity
 from sandbox.limits import SandboxLimits
 from sandbox.result import ExecutionResult, crashed
 
@@ -56,11 +60,10 @@ class Call:
 
 
 class Session:
-    def __init__(self, session_id: str, uid: int, directory: Path, server: ForkServer,
-                 limits: SandboxLimits) -> None:
+    def __init__(self, session_id: str, server: ForkServer, limits: SandboxLimits) -> None:
         self.session_id = session_id
-        self.uid = uid
-        self.directory = directory
+        self.identity: Identity | None = None
+        self.workers_forked = 0  # by this session's own calls, for statistics
         self.lock = threading.Lock()
         self.queue: deque[Call] = deque()
         self.draining = False
@@ -74,6 +77,23 @@ class Session:
         self._history: list[Cell] = []
         self._cells_started = 0
         self._ever_spawned = False
+
+    @property
+    def directory(self) -> Path | None:
+        return self.identity.directory if self.identity is not None else None
+
+    # ------------------------------------------------------------ called with the pool's lock held
+
+    def bind(self, identity: Identity) -> None:
+        """Give the session its uid and directory; its first call forks its worker. Once only."""
+        assert self.identity is None
+        self.identity = identity
+
+    def adopt(self, identity: Identity, worker: WorkerHandle) -> None:
+        """Give the session its identity with a ready worker forked for it (a spare). Once only."""
+        self.bind(identity)
+        self._worker = worker
+        self._ever_spawned = True
 
     # ------------------------------------------------------------ called with `lock` held
 
@@ -107,7 +127,8 @@ class Session:
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.close()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.identity is not None:
+            shutil.rmtree(self.identity.directory, ignore_errors=True)
 
     # ------------------------------------------------------------ any thread, no lock
 
@@ -117,7 +138,7 @@ class Session:
             return
         worker = self._worker
         try:
-            self._server.kill(self.uid, worker.pid if worker is not None else None)
+            self._server.kill(self.identity.uid, worker.pid if worker is not None else None)
         except SandboxError:
             pass  # the fork server is gone, and with it (parent-death signal) every worker
 
@@ -194,9 +215,11 @@ class Session:
         return why
 
     def _start_worker(self) -> None:
-        self._prepare_directory()
-        self._worker = self._server.spawn(self.uid, str(self.directory))
+        assert self.identity is not None, "the pool binds a session before its first call"
+        self.identity.create_directory()
+        self._worker = self._server.spawn(self.identity.uid, str(self.identity.directory))
         self._ever_spawned = True
+        self.workers_forked += 1
         # The worker already runs as the session's uid here, so a close from now on kills it;
         # a close that came earlier is seen now.
         if self.closed:
@@ -208,15 +231,10 @@ class Session:
         if worker is None:
             return
         try:
-            self._server.kill(self.uid, worker.pid)
+            self._server.kill(self.identity.uid, worker.pid)
         except SandboxError:
             pass
         worker.close()
-
-    def _prepare_directory(self) -> None:
-        self.directory.mkdir(mode=0o700, exist_ok=True)
-        if os.geteuid() == 0:
-            os.chown(self.directory, self.uid, self.uid)
 
 
 def _failure(outcome: RunOutcome, limits: SandboxLimits, timeout_s: float) -> tuple[str, str]:

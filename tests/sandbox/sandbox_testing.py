@@ -63,6 +63,31 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def processes_of(pool: Sandbox) -> set[int]:
+    """The pool's fork server and every live process below it (workers, spares, their children).
+
+    Unlike `descendants(os.getpid())`, this ignores the processes of other pools, such as the
+    spares that the module's shared sandbox forks in the background.
+    """
+    server_pid = pool._server.pid
+    return {server_pid} | descendants(server_pid)
+
+
+def is_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def uid_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status if ":" in line)
+    return int(fields["Uid"].split()[0])
+
+
 def wait_until(predicate, timeout_s: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

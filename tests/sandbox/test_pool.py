@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sandbox_testing import (TEST_LIMITS, descendants, pids_of_uid, run_ok,
-                             session_uid_and_worker_pid, wait_until)
+from sandbox_testing import (TEST_LIMITS, descendants, is_alive, pids_of_uid, processes_of,
+                             run_ok, session_uid_and_worker_pid, wait_until)
 
 from sandbox import Sandbox
 from sandbox.session import CLOSED_BEFORE, CLOSED_DURING
@@ -65,11 +65,10 @@ def test_close_session_cancels_queued_calls_and_kills_the_running_one(sandbox, s
 
 
 def test_idle_workers_are_evicted_beyond_max_workers_and_restored_by_replay():
-    before = descendants(os.getpid())
     with Sandbox(max_workers=1, limits=TEST_LIMITS) as pool:
         first_pid = int(run_ok(pool, "a", "import os\nx = 'from a'\nprint(os.getpid())").stdout)
         second = run_ok(pool, "b", "import os\nprint(os.getpid())")
-        assert len(descendants(os.getpid()) - before) == 2  # the fork server and one worker
+        assert len(processes_of(pool)) == 2  # the fork server and one worker
         again = run_ok(pool, "a", "print(x, os.getpid())")
         assert again.stdout.split()[:2] == ["from", "a"]
         assert int(again.stdout.split()[2]) not in {first_pid, int(second.stdout)}
@@ -93,25 +92,26 @@ def test_a_closed_sandbox_answers_with_a_crashed_result():
 
 
 def test_close_leaves_no_process_behind():
-    before = descendants(os.getpid())
     pool = Sandbox(max_workers=2, limits=TEST_LIMITS)
     uids = [session_uid_and_worker_pid(pool, name)[0] for name in ("a", "b")]
-    assert len(descendants(os.getpid()) - before) == 3  # the fork server and two workers
+    tree = processes_of(pool)
+    assert len(tree) == 3  # the fork server and two workers
     pool.close()
-    assert descendants(os.getpid()) - before == set()
+    assert not any(is_alive(pid) for pid in tree)
     assert all(pids_of_uid(uid) == set() for uid in uids)
 
 
 def test_garbage_collection_leaves_no_process_behind():
-    before = descendants(os.getpid())
     pool = Sandbox(max_workers=1, limits=TEST_LIMITS)
-    run_ok(pool, "a", "pass")
+    uid, _ = session_uid_and_worker_pid(pool, "a")
+    tree = processes_of(pool)
     # The thread that ran the call holds the pool until it ends.
     assert wait_until(lambda: not any(thread.name.startswith("sandbox-session")
                                       for thread in threading.enumerate()))
     del pool
     gc.collect()
-    assert descendants(os.getpid()) - before == set()
+    assert not any(is_alive(pid) for pid in tree)
+    assert pids_of_uid(uid) == set()
 
 
 _CHILD_PROGRAM = """
@@ -120,6 +120,7 @@ from sandbox import Sandbox
 pool = Sandbox(max_workers=1)
 print(pool.execute("a", "import os\\nprint(os.getpid())").stdout, flush=True)
 print(pool.session_dir("a").parent, flush=True)
+sys.stdin.readline()  # the test has seen the processes
 if sys.argv[1] == "hang":
     time.sleep(60)
 """
@@ -128,14 +129,16 @@ if sys.argv[1] == "hang":
 @pytest.mark.parametrize("ending", ["exit", "killed"])
 def test_the_solver_exiting_or_dying_without_close_leaves_no_process_or_file_behind(ending):
     mode = "exit" if ending == "exit" else "hang"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD_PROGRAM, mode],
-                             cwd=REPO, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD_PROGRAM, mode], cwd=REPO,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     worker_pid = int(child.stdout.readline())
     child.stdout.readline()  # the end of the code's output
     workspace = Path(child.stdout.readline().strip())
     assert workspace.is_dir()
     tree = descendants(child.pid)
     assert worker_pid in tree
+    child.stdin.write("go on\n")
+    child.stdin.flush()
     if ending == "killed":
         child.send_signal(signal.SIGKILL)
     child.wait(timeout=30)
