@@ -2,7 +2,10 @@
 
 The scripted engine streams 64 samples (a step costs `--step-ms`, like a memory-bound decode
 step whatever the batch); each sample makes 3 tool calls of trivial code, run by the real
-sandbox. The solver's added latency for a call is the time from the engine step that ended
+sandbox. Two shapes of the same workload: "staggered", where samples think for different
+lengths between calls as real samples do (8 lengths, so calls arrive 8 at a time), and
+"lockstep", where all 64 samples call in the same engine step (a burst of 64 calls at once on
+this machine's cores: the worst case). The solver's added latency for a call is the time from the engine step that ended
 the sample at `</tool_call>` to the engine being asked to continue it, minus the code's own run
 time as the sandbox measured it. A second workload runs code that sleeps 0.5 s: the batch's
 wall time should grow by about one sleep per round of calls, not by one per call.
@@ -22,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sandbox import Sandbox, SandboxLimits  # noqa: E402
 from solver.config import SolverConfig, ToolConfig  # noqa: E402
+from solver.engines.replay import problem_and_index  # noqa: E402
 from solver.engines.scripted import ScriptedEngine  # noqa: E402
 from solver.orchestrator import Orchestrator  # noqa: E402
 from solver.problems import Problem  # noqa: E402
@@ -50,16 +54,17 @@ class StampedEngine:
         return getattr(self.inner, name)
 
 
-def completion(code: str, num_calls: int) -> str:
-    thinking = "Let me compute this step by step. " * 3
+def completion(code: str, num_calls: int, thinking_repeats: int) -> str:
+    thinking = "Let me compute this step by step. " * thinking_repeats
     calls = "".join(f"{thinking}<tool_call>\n{code}\n</tool_call>" for _ in range(num_calls))
     return calls + thinking + "\\boxed{2}"
 
 
-def run(args, code: str, tools: Sandbox | None) -> tuple[float, list[list[float]]]:
+def run(args, code: str, tools: Sandbox | None, staggered: bool = True) -> tuple[float, list[list[float]]]:
     tokenizer = byte_tokenizer()
-    text = completion(code, args.calls)
-    engine = StampedEngine(ScriptedEngine(tokenizer, lambda r: text, tokens_per_step=4, step_delay_s=args.step_ms / 1000))
+    texts = [completion(code, args.calls, 3 + (index % 8 if staggered else 0)) for index in range(args.samples)]
+    script = lambda request: texts[problem_and_index(request.request_id)[1]]  # noqa: E731
+    engine = StampedEngine(ScriptedEngine(tokenizer, script, tokens_per_step=4, step_delay_s=args.step_ms / 1000))
     config = SolverConfig(num_samples=args.samples, consensus=None, max_new_tokens=10_000, tools=ToolConfig(enabled=tools is not None, num_workers=args.samples))
     started = time.perf_counter()
     result = Orchestrator(engine, tokenizer, config, tools).solve(Problem("bench", "What is 1+1?"))
@@ -84,24 +89,27 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=3)
     parser.add_argument("--step-ms", type=float, default=5.0, help="cost of one engine step")
     args = parser.parse_args()
+    results = {}
     with Sandbox(max_workers=args.samples, limits=SandboxLimits(timeout_s=10)) as sandbox:
-        run(args, "x = 1 + 1", sandbox)  # warm-up: the sandbox starts its sessions' workers
-        no_tools_s, _ = run(args, "x = 1 + 1", None)
-        trivial_s, added_ms = run(args, "print(1 + 1)", sandbox)
-        sleep_s, _ = run(args, "import time; time.sleep(0.5)", sandbox)
+        run(args, "x = 1 + 1", sandbox)  # warm-up: the fork server's imports, the spare workers
+        for shape, staggered in (("staggered", True), ("lockstep", False)):
+            results[shape] = [run(args, code, tools, staggered) for code, tools in
+                              (("x = 1 + 1", None), ("print(1 + 1)", sandbox), ("import time; time.sleep(0.5)", sandbox))]
     num_calls = args.samples * args.calls
     print(f"{args.samples} samples x {args.calls} tool calls, engine step {args.step_ms:g} ms, {args.samples} sandbox workers")
-    print(f"{'workload':<28} {'wall s':>8} {'vs no tools':>12}")
-    print(f"{'no tool calls':<28} {no_tools_s:>8.2f} {'':>12}")
-    print(f"{'trivial code':<28} {trivial_s:>8.2f} {trivial_s - no_tools_s:>+11.2f}s")
-    print(f"{'code sleeping 0.5 s':<28} {sleep_s:>8.2f} {sleep_s - no_tools_s:>+11.2f}s  (one sleep per round: +{0.5 * args.calls:.1f} s; per call: +{0.5 * num_calls:.0f} s)")
-    every = [ms for by_round in added_ms for ms in by_round]
-    print(f"solver's added latency per call, excluding the code's run time (goal: p50 < 10 ms):")
-    print(f"{'calls':<28} {'n':>4} {'p50 ms':>8} {'p99 ms':>8}")
-    print(f"{'all':<28} {len(every):>4} {percentile(every, 50):>8.2f} {percentile(every, 99):>8.2f}")
-    for round_index, by_round in enumerate(added_ms):
-        label = "first call (starts a session)" if round_index == 0 else f"call {round_index + 1}"
-        print(f"{label:<28} {len(by_round):>4} {percentile(by_round, 50):>8.2f} {percentile(by_round, 99):>8.2f}")
+    print(f"{'workload':<34} {'wall s':>8} {'vs no tools':>12}")
+    for shape, ((no_tools_s, _), (trivial_s, _), (sleep_s, _)) in results.items():
+        print(f"{shape + ': no tool calls':<34} {no_tools_s:>8.2f}")
+        print(f"{shape + ': trivial code':<34} {trivial_s:>8.2f} {trivial_s - no_tools_s:>+11.2f}s")
+        print(f"{shape + ': code sleeping 0.5 s':<34} {sleep_s:>8.2f} {sleep_s - no_tools_s:>+11.2f}s  (vs trivial {sleep_s - trivial_s:+.2f} s; one sleep per round: +{0.5 * args.calls:.1f} s, per call: +{0.5 * num_calls:.0f} s)")
+    print("solver's added latency per call, excluding the code's run time (goal: p50 < 10 ms):")
+    print(f"{'calls':<34} {'n':>4} {'p50 ms':>8} {'p99 ms':>8}")
+    for shape, (_, (_, added_ms), _) in results.items():
+        every = [ms for by_round in added_ms for ms in by_round]
+        print(f"{shape + ': all':<34} {len(every):>4} {percentile(every, 50):>8.2f} {percentile(every, 99):>8.2f}")
+        for round_index, by_round in enumerate(added_ms):
+            label = f"{shape}: " + ("first call (new session)" if round_index == 0 else f"call {round_index + 1}")
+            print(f"{label:<34} {len(by_round):>4} {percentile(by_round, 50):>8.2f} {percentile(by_round, 99):>8.2f}")
 
 
 if __name__ == "__main__":
