@@ -30,10 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-problems", type=int, default=50, help="gateway mode: problems the gateway will send (for the time budget)")
 
     g = p.add_argument_group("engine")
-    g.add_argument("--engine", default="hf", choices=("hf", "trtllm", "replay"), help="generation backend")
+    g.add_argument("--engine", default="hf", choices=("hf", "native", "trtllm", "replay"), help="generation backend")
     g.add_argument("--model", default=None, help="HF model directory or .gguf file (default: SmolLM2-135M-Instruct, fetched on first use)")
     g.add_argument("--device", default=None, help="hf: cpu, cuda, cuda:1 ... (default: cuda if available)")
     g.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"), help="hf: weights dtype (default: bfloat16 on GPU, float32 on CPU)")
+    g.add_argument("--fp8", action="store_true", help="native: FP8 weights for the linear layers where faster (Hopper/Ada GPUs)")
     g.add_argument("--max-batch-size", type=int, default=None, help="requests generating at once (default: hf 64, trtllm the engine's)")
     g.add_argument("--replay-file", default=None, help="replay: JSONL of {id, completion}, one line per sample")
     g.add_argument("--engine-dir", default=None, help="trtllm: engine directory")
@@ -102,6 +103,7 @@ def configs_from_args(args: argparse.Namespace):
         dtype=args.dtype,
         max_batch_size=args.max_batch_size,
         replay_file=args.replay_file,
+        fp8=args.fp8,
         engine_dir=args.engine_dir,
         tokenizer_dir=args.tokenizer_dir,
         kv_cache_fraction=args.kv_cache_fraction,
@@ -132,7 +134,7 @@ def solve(args, problems, solver_config, policy, engine_options) -> int:
     from solver.runlog import RunLog
 
     try:
-        engine, tokenizer = load_engine(engine_options, RunShape(solver_config.num_samples, solver_config.temperature, solver_config.top_p))
+        engine, tokenizer = load_engine(engine_options, RunShape(solver_config.num_samples, solver_config.temperature, solver_config.top_p, solver_config.max_new_tokens))
     except EngineLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

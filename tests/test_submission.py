@@ -73,3 +73,13 @@ def test_trtllm_without_tensorrt_llm_says_what_to_install(tmp_path, capsys, monk
     assert code == 1
     assert "pip install tensorrt-llm" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_fp8_without_a_gpu_is_refused_in_one_sentence(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    code, _, err = run(capsys, FIXTURES / "seed_bases.csv", "--engine", "native", "--fp8", "--model", tmp_path / "m.gguf", "--out", tmp_path / "s.csv")
+    assert code == 1
+    assert "--fp8 needs a CUDA GPU" in err

@@ -14,7 +14,8 @@ from transformers import PreTrainedTokenizerBase
 
 from .base import Engine
 
-ENGINE_NAMES = ("hf", "trtllm", "replay")
+ENGINE_NAMES = ("hf", "native", "trtllm", "replay")
+PROMPT_HEADROOM_TOKENS = 4096  # native on CPU: KV room per sequence beyond max_new_tokens
 
 
 class EngineLoadError(RuntimeError):
@@ -30,6 +31,7 @@ class EngineOptions:
     max_batch_size: int | None = None  # None: hf 64, trtllm the engine's own
     replay_file: str | None = None
     replay_tokens_per_step: int = 4
+    fp8: bool = False  # native: FP8 weights where faster (Hopper)
     # trtllm
     engine_dir: str | None = None
     tokenizer_dir: str | None = None
@@ -57,17 +59,16 @@ class RunShape:
     num_samples: int = 1
     temperature: float = 0.6
     top_p: float = 0.95
+    max_new_tokens: int = 2048
 
 
 def load_engine(options: EngineOptions, shape: RunShape = RunShape()) -> tuple[Engine, PreTrainedTokenizerBase]:
-    loaders = {"hf": _load_hf, "trtllm": _load_trtllm, "replay": _load_replay}
+    loaders = {"hf": _load_hf, "native": _load_native, "trtllm": _load_trtllm, "replay": _load_replay}
     return loaders[options.name](options, shape)
 
 
-def _load_hf(options: EngineOptions, shape: RunShape) -> tuple[Engine, PreTrainedTokenizerBase]:
+def _model_path(options: EngineOptions) -> Path:
     from ..models import ModelUnavailableError, default_model_path
-    from ..tokenizer import load_tokenizer
-    from .hf import HFEngine
 
     try:
         model_path = Path(options.model) if options.model else default_model_path()
@@ -75,8 +76,33 @@ def _load_hf(options: EngineOptions, shape: RunShape) -> tuple[Engine, PreTraine
         raise EngineLoadError(str(exc)) from exc
     if not model_path.exists():
         raise EngineLoadError(f"model not found: {model_path}")
+    return model_path
+
+
+def _load_hf(options: EngineOptions, shape: RunShape) -> tuple[Engine, PreTrainedTokenizerBase]:
+    from ..tokenizer import load_tokenizer
+    from .hf import HFEngine
+
+    model_path = _model_path(options)
     print(f"Loading {model_path} ...", file=sys.stderr)
     engine = HFEngine.from_pretrained(model_path, device=options.device, dtype=options.dtype, max_batch_size=options.max_batch_size or 64)
+    return engine, load_tokenizer(model_path)
+
+
+def _load_native(options: EngineOptions, shape: RunShape) -> tuple[Engine, PreTrainedTokenizerBase]:
+    import torch
+
+    from ..tokenizer import load_tokenizer
+    from .native import EngineConfig, NativeEngine
+
+    on_gpu = (options.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+    if options.fp8 and not on_gpu:
+        raise EngineLoadError("--fp8 needs a CUDA GPU with FP8 support (Hopper or Ada); drop --fp8 on this machine.")
+    model_path = _model_path(options)
+    # On a GPU the KV cache is sized from free memory; on the CPU, for the sequences this run needs.
+    max_model_len = None if on_gpu else PROMPT_HEADROOM_TOKENS + shape.max_new_tokens
+    config = EngineConfig(max_num_seqs=options.max_batch_size or 64, max_model_len=max_model_len, fp8=options.fp8)
+    engine = NativeEngine.from_pretrained(model_path, device=options.device, dtype=options.dtype, config=config)
     return engine, load_tokenizer(model_path)
 
 

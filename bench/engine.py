@@ -1,0 +1,293 @@
+"""Benchmark the native engine against transformers' continuous batching on one GPU.
+
+    PYTHONUNBUFFERED=1 python bench/engine.py --out $OUT            # full run (about 5 minutes on an H100)
+    python bench/engine.py --quick                                  # smoke run: few tokens
+
+What it does, in one process:
+1. correctness on the GPU: the Triton paged decode kernel against the gather-based one on random
+   data; tiny random Qwen2 and Llama through the engine (graphs + Triton, and plain torch) against
+   transformers' greedy `generate`;
+2. measures device-to-device copy bandwidth (bytes read plus written);
+3. builds a Qwen2.5-14B-shaped model with random bf16 weights directly on the GPU (decode cost does
+   not depend on weight values, so these are speeds only), runs transformers' continuous batching
+   (`generate_batch`) on the workload, then our engine in BF16 and FP8;
+4. prints a table: time, batch tokens/s, tokens/s per sample, bytes per decode step over the
+   measured bandwidth (the memory floor) as a percent of the measured step time.
+Workloads use forced lengths: no stop tokens, sampling at temperature 0.6, top-p 0.95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from solver.engines.base import Request, SamplingParams  # noqa: E402
+from solver.engines.native import EngineConfig, NativeEngine  # noqa: E402
+from solver.engines.native.model import CausalLM, from_hf  # noqa: E402
+
+QWEN25_14B = dict(
+    hidden_size=5120, intermediate_size=13824, num_hidden_layers=48, num_attention_heads=40,
+    num_key_value_heads=8, vocab_size=152064, rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=False,
+)  # fmt: skip
+
+
+@dataclass
+class Row:
+    engine: str
+    precision: str
+    samples: int
+    context: str
+    total_s: float
+    batch_tok_s: float
+    per_sample_tok_s: float
+    gb_per_step: float
+    floor_ms: float
+    step_ms: float
+    pct_of_limit: float
+
+
+def log(*parts) -> None:
+    print(*parts, flush=True)
+
+
+# -- correctness -------------------------------------------------------------------------------
+
+
+def check_kernel() -> float:
+    from solver.engines.native.attention import DecodeMeta, decode_attention
+    from solver.engines.native.paged_attention import paged_decode_attention
+
+    torch.manual_seed(1)
+    rows, heads, kv_heads, dim, blocks, bs = 7, 40, 8, 128, 300, 16
+    k = torch.randn(blocks, bs, kv_heads, dim, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    q = torch.randn(rows, heads, dim, device="cuda", dtype=torch.bfloat16)
+    lens = torch.tensor([1, 15, 16, 17, 300, 1000, 2047], dtype=torch.int32, device="cuda")
+    tables = torch.stack([torch.randperm(blocks - 1, device="cuda")[:128] + 1 for _ in range(rows)]).int()
+    meta = DecodeMeta(torch.zeros(rows, dtype=torch.long, device="cuda"), tables, lens)
+    ref = decode_attention(q.float(), k.float(), v.float(), meta, dim**-0.5)
+    out = paged_decode_attention(q, k, v, meta, dim**-0.5).float()
+    err = ((out - ref).norm() / ref.norm()).item()
+    log(f"paged kernel vs gather reference: relative error {err:.2e}")
+    assert err < 1e-2 and not out.isnan().any()
+    return err
+
+
+def check_engines() -> dict[str, float]:
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    results = {}
+    prompts = [list(range(3, 40)), list(range(50, 60)) * 7, list(range(3, 40))]
+    for name, cfg_cls, model_cls in (("qwen2", Qwen2Config, Qwen2ForCausalLM), ("llama", LlamaConfig, LlamaForCausalLM)):
+        torch.manual_seed(0)
+        cfg = cfg_cls(vocab_size=300, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
+                      num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.3, bos_token_id=None,
+                      eos_token_id=None)  # fmt: skip
+        model = model_cls(cfg).cuda().eval()
+        model.generation_config.eos_token_id = None
+        refs = []
+        for p in prompts:
+            ids = torch.tensor([p], device="cuda")
+            refs.append(model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False)[0, len(p) :].tolist())
+        for variant, config in (
+            ("torch", EngineConfig(attention_backend="torch", cuda_graph_batch_sizes=(), max_model_len=512)),
+            ("triton+graphs", EngineConfig(attention_backend="triton", cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512)),
+        ):
+            engine = NativeEngine(model, config=config)
+            got = generate(engine, prompts, 40)
+            same = sum(a == b for g, r in zip(got, refs) for a, b in zip(g, r)) / sum(len(r) for r in refs)
+            results[f"{name}/{variant}"] = same
+            log(f"{name} {variant}: {same:.1%} of greedy tokens equal generate's (fp32)")
+            engine.close()
+    return results
+
+
+def generate(engine: NativeEngine, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+    for i, p in enumerate(prompts):
+        engine.add(Request(str(i), tuple(p), SamplingParams(max_tokens=max_tokens, temperature=0.0)))
+    out = {str(i): [] for i in range(len(prompts))}
+    while engine.has_work():
+        for d in engine.step():
+            out[d.request_id] += d.token_ids
+    return [out[str(i)] for i in range(len(prompts))]
+
+
+# -- measurements ------------------------------------------------------------------------------
+
+
+def copy_bandwidth() -> float:
+    """Bytes read plus written per second by a 4 GiB device-to-device copy (median of 10)."""
+    a = torch.empty(2 << 30, dtype=torch.uint8, device="cuda").random_()
+    b = torch.empty_like(a)
+    times = []
+    for _ in range(12):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        b.copy_(a)
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    del a, b
+    return 2 * (2 << 30) / sorted(times[2:])[len(times[2:]) // 2]
+
+
+def weight_bytes(model: CausalLM) -> int:
+    """Bytes a decode step reads: every parameter except the embedding table."""
+    return sum(p.numel() * p.element_size() for n, p in model.named_parameters() if n != "embed")
+
+
+def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str, num_samples: int, prompt_len: int,
+                 lengths: list[int], stop_after: int | None = None, label: str | None = None) -> Row:  # fmt: skip
+    gen = torch.Generator().manual_seed(prompt_len)
+    prompt = tuple(torch.randint(10, engine.vocab_size - 10, (prompt_len,), generator=gen).tolist())
+    kv_per_token = engine.runner.model.shape.kv_bytes_per_token(2)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for i in range(num_samples):
+        engine.add(Request(f"s{i}", prompt, SamplingParams(max_tokens=lengths[i], temperature=0.6, top_p=0.95, seed=i)))
+    tokens = finished = 0
+    decode_s = decode_bytes = 0.0
+    decode_steps = 0
+    while engine.has_work():
+        steps_before = engine.stats.num_decode_steps
+        context = sum(s.num_tokens for s in engine.scheduler.running) if not engine.scheduler.waiting else 0
+        t0 = time.perf_counter()
+        deltas = engine.step()
+        dt = time.perf_counter() - t0
+        if engine.stats.num_decode_steps > steps_before:
+            decode_steps += 1
+            decode_s += dt
+            decode_bytes += weights_b + context * kv_per_token
+        tokens += sum(len(d.token_ids) for d in deltas)
+        finished += sum(d.is_finished for d in deltas)
+        if stop_after is not None and finished >= stop_after:
+            for i in range(num_samples):
+                engine.abort(f"s{i}")
+            break
+    total = time.perf_counter() - start
+    assert engine.num_used_blocks() == 0, "blocks left after the workload"
+    step_ms = 1e3 * decode_s / max(decode_steps, 1)
+    floor_ms = 1e3 * decode_bytes / max(decode_steps, 1) / bw
+    return Row("native", precision, num_samples, label or f"{prompt_len}+{max(lengths)}", total, tokens / total,
+               tokens / total / num_samples, decode_bytes / max(decode_steps, 1) / 1e9, floor_ms, step_ms,
+               100 * floor_ms / step_ms)  # fmt: skip
+
+
+def run_transformers(model, weights_b: int, bw: float, num_samples: int, prompt_len: int, new_tokens: int) -> Row:
+    from transformers import GenerationConfig
+
+    gen = torch.Generator().manual_seed(prompt_len)
+    prompt = torch.randint(10, 150000, (prompt_len,), generator=gen).tolist()
+    config = GenerationConfig(max_new_tokens=new_tokens, do_sample=True, temperature=0.6, top_p=0.95, eos_token_id=None, pad_token_id=0)
+    model.generate_batch(inputs=[prompt] * 2, generation_config=GenerationConfig(max_new_tokens=4, do_sample=False, eos_token_id=None, pad_token_id=0))
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    outputs = model.generate_batch(inputs=[prompt] * num_samples, generation_config=config)
+    total = time.perf_counter() - start
+    tokens = sum(len(o.generated_tokens) for o in outputs.values())
+    per_sample = tokens / total / num_samples
+    kv = model.config.num_hidden_layers * 2 * 8 * 128 * 2 * num_samples * (prompt_len + new_tokens / 2)
+    floor_ms = 1e3 * (weights_b + kv) / bw
+    step_ms = 1e3 / per_sample
+    return Row("transformers-cb", "bf16", num_samples, f"{prompt_len}+{new_tokens}", total, tokens / total, per_sample,
+               (weights_b + kv) / 1e9, floor_ms, step_ms, 100 * floor_ms / step_ms)  # fmt: skip
+
+
+def print_table(rows: list[Row]) -> None:
+    log("\n| engine | precision | samples | context (prompt+new) | total s | batch tok/s | tok/s per sample | GB/step | floor ms | step ms | % of memory limit |")
+    log("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        log(f"| {r.engine} | {r.precision} | {r.samples} | {r.context} | {r.total_s:.1f} | {r.batch_tok_s:.0f} | {r.per_sample_tok_s:.1f} | "
+            f"{r.gb_per_step:.1f} | {r.floor_ms:.2f} | {r.step_ms:.2f} | {r.pct_of_limit:.0f}% |")  # fmt: skip
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few tokens everywhere: a smoke run")
+    parser.add_argument("--samples", type=int, nargs="+", default=[16, 64], help="batch sizes of the main workload")
+    parser.add_argument("--prompt-tokens", type=int, default=1000)
+    parser.add_argument("--new-tokens", type=int, default=1024)
+    parser.add_argument("--baseline-new-tokens", type=int, default=128, help="transformers is slow: fewer tokens for it")
+    parser.add_argument("--long-prompt-tokens", type=int, default=7000, help="prompt of the long-context point (0: skip)")
+    parser.add_argument("--tutorial", action="store_true", help="also 12 samples of ~5,000 tokens, stop after 10")
+    parser.add_argument("--no-fp8", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="folder for results.json")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.quick:
+        args.new_tokens, args.baseline_new_tokens, args.long_prompt_tokens = 64, 16, 2000
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    log(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  date {time.strftime('%Y-%m-%d')}")
+    checks = {"kernel_rel_err": check_kernel(), **check_engines()}
+    bw = copy_bandwidth()
+    log(f"copy bandwidth: {bw / 1e12:.2f} TB/s")
+    max_len = max(args.long_prompt_tokens + args.new_tokens, 5600 if args.tutorial else 0, args.prompt_tokens + args.new_tokens) + 64
+    cfg = Qwen2Config(**QWEN25_14B, max_position_embeddings=max_len)
+    t0 = time.perf_counter()
+    with torch.device("cuda"):
+        hf = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    hf.eval()
+    with torch.no_grad():  # explicit values: never time on uninitialised memory or zeros
+        for name, p in hf.named_parameters():
+            p.fill_(1.0) if "norm" in name else p.normal_(0.0, 0.02)
+    log(f"random 14B-shaped model on the GPU in {time.perf_counter() - t0:.1f} s")
+    rows: list[Row] = []
+    weights_b = sum(p.numel() * 2 for n, p in hf.named_parameters() if "embed_tokens" not in n)
+    for n in args.samples:
+        try:
+            rows.append(run_transformers(hf, weights_b, bw, n, args.prompt_tokens, args.baseline_new_tokens))
+            log(rows[-1])
+        except Exception as exc:  # report and go on: the baseline must not stop our measurements
+            log(f"transformers continuous batching failed at {n} samples: {type(exc).__name__}: {exc}")
+    native = from_hf(hf, max_len, consume=True)
+    del hf
+    torch.cuda.empty_cache()
+    precisions = ["bf16"] + ([] if args.no_fp8 else ["fp8"])
+    for precision in precisions:
+        if precision == "fp8":
+            from solver.engines.native.fp8 import quantize_where_faster
+
+            choice = quantize_where_faster(native, batch_size=16)
+            log("fp8 choice at 16 rows (ms per call in a graph):", json.dumps(choice))
+            torch.cuda.empty_cache()
+        t0 = time.perf_counter()
+        engine = NativeEngine(native, config=EngineConfig(max_num_seqs=max(args.samples), max_model_len=max_len))
+        log(f"{precision} engine: {engine.block_manager.num_blocks} blocks, attention {engine.attention_backend}, built in {time.perf_counter() - t0:.1f} s")
+        wb = weight_bytes(native)
+        run_workload(engine, wb, bw, precision, 2, 100, [8, 8])  # warm-up
+        for n in args.samples:
+            rows.append(run_workload(engine, wb, bw, precision, n, args.prompt_tokens, [args.new_tokens] * n))
+            log(rows[-1])
+        if args.long_prompt_tokens and (precision == "bf16" or args.quick):
+            rows.append(run_workload(engine, wb, bw, precision, 16, args.long_prompt_tokens, [args.new_tokens] * 16))
+            log(rows[-1])
+        if args.tutorial:
+            lengths = [4500 + 90 * i for i in range(12)]
+            rows.append(run_workload(engine, wb, bw, precision, 12, 200, lengths, stop_after=10, label="200+~5000, stop after 10"))
+            log(rows[-1])
+        engine.close()
+        del engine
+        torch.cuda.empty_cache()
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps({"checks": checks, "bandwidth": bw, "rows": [asdict(r) for r in rows]}, indent=1))
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

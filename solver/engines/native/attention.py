@@ -1,0 +1,84 @@
+"""Attention over the paged KV cache, in plain PyTorch (the CPU path and the GPU prefill path).
+
+Cache layout per layer: keys and values [num_blocks, block_size, kv_heads, head_dim]. Token at
+position p of a sequence lives in slot `block_table[p // block_size] * block_size + p % block_size`.
+
+Every attention call first writes the step's new K/V into their slots (`store_kv`), then reads
+the context back from the cache by gathering the sequence's blocks. A prefill batch therefore
+sees K/V written by another sequence of the same batch (the prefix-sharing guarantee of
+`block_manager`).
+
+Not fast: the decode gather copies each sequence's whole context per layer; the GPU decode
+path uses `paged_attention` (Triton) instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PrefillMeta:
+    """A batch of prefill chunks, flattened: sequence i owns query rows
+    [query_starts[i], query_starts[i] + query_lens[i]) and attends to its first
+    context_lens[i] positions (its chunk is the last query_lens[i] of them)."""
+
+    slot_mapping: torch.Tensor  # [tokens] int64
+    block_tables: list[torch.Tensor]  # per sequence, [num_blocks] int64
+    query_starts: list[int]
+    query_lens: list[int]
+    context_lens: list[int]
+
+
+@dataclass
+class DecodeMeta:
+    """One query token per row; row i attends to its first context_lens[i] positions."""
+
+    slot_mapping: torch.Tensor  # [rows] int64
+    block_tables: torch.Tensor  # [rows, max_blocks] int32, padded with 0 (the scratch block)
+    context_lens: torch.Tensor  # [rows] int32
+
+
+def store_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """k, v [tokens, kv_heads, head_dim] into their slots."""
+    k_cache.view(-1, *k.shape[1:]).index_copy_(0, slot_mapping, k)
+    v_cache.view(-1, *v.shape[1:]).index_copy_(0, slot_mapping, v)
+
+
+def _context(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
+    """The first `length` cached positions of one sequence: [length, kv_heads, head_dim]."""
+    return cache[block_table].flatten(0, 1)[:length]
+
+
+def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: PrefillMeta, scale: float) -> torch.Tensor:
+    """q [tokens, heads, head_dim] -> [tokens, heads, head_dim], causal within each sequence."""
+    out = torch.empty_like(q)
+    group = q.shape[1] // k_cache.shape[2]
+    for start, n, ctx, table in zip(meta.query_starts, meta.query_lens, meta.context_lens, meta.block_tables):
+        k = _context(k_cache, table, ctx).repeat_interleave(group, dim=1).transpose(0, 1)
+        v = _context(v_cache, table, ctx).repeat_interleave(group, dim=1).transpose(0, 1)
+        qs = q[start : start + n].transpose(0, 1)
+        if n == ctx:
+            o = F.scaled_dot_product_attention(qs, k, v, is_causal=True, scale=scale)
+        else:
+            q_pos = torch.arange(ctx - n, ctx, device=q.device)
+            mask = torch.arange(ctx, device=q.device).unsqueeze(0) <= q_pos.unsqueeze(1)
+            o = F.scaled_dot_product_attention(qs, k, v, attn_mask=mask, scale=scale)
+        out[start : start + n] = o.transpose(0, 1)
+    return out
+
+
+def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: DecodeMeta, scale: float) -> torch.Tensor:
+    """q [rows, heads, head_dim] -> [rows, heads, head_dim]; gathers every row's padded table."""
+    rows, heads, _ = q.shape
+    group = heads // k_cache.shape[2]
+    tables = meta.block_tables.long()
+    k = k_cache[tables].flatten(1, 2).repeat_interleave(group, dim=2).transpose(1, 2)  # [rows, heads, L, D]
+    v = v_cache[tables].flatten(1, 2).repeat_interleave(group, dim=2).transpose(1, 2)
+    positions = torch.arange(k.shape[2], device=q.device)
+    mask = (positions.unsqueeze(0) < meta.context_lens.unsqueeze(1)).view(rows, 1, 1, -1)
+    o = F.scaled_dot_product_attention(q.unsqueeze(2), k, v, attn_mask=mask, scale=scale)
+    return o.squeeze(2)

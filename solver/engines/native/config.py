@@ -1,0 +1,80 @@
+"""Frozen configuration of the native engine: the model's shape and the engine's limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    architecture: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    rms_norm_eps: float
+    max_position_embeddings: int
+
+    def __post_init__(self) -> None:
+        if self.architecture not in SUPPORTED_ARCHITECTURES:
+            raise ValueError(f"native engine supports {', '.join(SUPPORTED_ARCHITECTURES)}; got {self.architecture!r}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"{self.num_heads} query heads do not divide into {self.num_kv_heads} KV heads")
+
+    @classmethod
+    def from_hf_config(cls, config) -> ModelShape:
+        config = config.get_text_config()
+        num_heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // num_heads
+        layer_types = set(getattr(config, "layer_types", None) or ())
+        if layer_types - {"full_attention"}:
+            raise ValueError(f"native engine supports full-attention models only; this one has {sorted(layer_types)}")
+        return cls(
+            architecture=config.model_type,
+            num_layers=config.num_hidden_layers,
+            hidden_size=config.hidden_size,
+            num_heads=num_heads,
+            num_kv_heads=config.num_key_value_heads or num_heads,
+            head_dim=head_dim,
+            intermediate_size=config.intermediate_size,
+            vocab_size=config.vocab_size,
+            rms_norm_eps=config.rms_norm_eps,
+            max_position_embeddings=config.max_position_embeddings,
+        )
+
+    def kv_bytes_per_token(self, element_size: int) -> int:
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * element_size
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Limits of one engine. `num_kv_blocks` None: size the cache from free GPU memory
+    (`gpu_memory_fraction` of the total, after weights) or, on CPU, for `max_num_seqs` full
+    sequences of `max_model_len`. `cuda_graph_batch_sizes` () disables graphs."""
+
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 4096  # tokens of one prefill step (chunked prefill)
+    block_size: int = 16
+    max_model_len: int | None = None  # None: the model's max_position_embeddings
+    num_kv_blocks: int | None = None
+    gpu_memory_fraction: float = 0.9
+    cuda_graph_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 24, 32, 48, 64)
+    attention_backend: str = "auto"  # "torch" (gather), "triton" (paged decode kernel) or "auto"
+    fp8: bool = False  # FP8 weights for the linear layers where faster (Hopper only)
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:
+            raise ValueError("max_num_seqs, max_num_batched_tokens and block_size must be >= 1")
+        if self.num_kv_blocks is not None and self.num_kv_blocks < 2:
+            raise ValueError(f"num_kv_blocks must be >= 2 (one is scratch), got {self.num_kv_blocks}")
+        if not 0 < self.gpu_memory_fraction <= 1:
+            raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
+        if self.attention_backend not in ("auto", "torch", "triton"):
+            raise ValueError(f"attention_backend must be auto, torch or triton; got {self.attention_backend!r}")
+        if any(b < 1 for b in self.cuda_graph_batch_sizes):
+            raise ValueError("cuda_graph_batch_sizes must be >= 1")

@@ -1,0 +1,110 @@
+"""Owns the device: the model, the KV cache, input tensors, and (on CUDA) the decode graphs.
+
+`prefill(chunks)` runs a batch of prefill chunks and returns logits for the chunks that end
+their sequence; `decode(seqs)` runs one token per sequence and returns [rows, vocab] logits.
+Block tables come from the sequences; this module never decides what to run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .attention import DecodeMeta, PrefillMeta
+from .config import EngineConfig, ModelShape
+from .model import CausalLM, KVCache
+from .sequence import Sequence
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Prefill tokens [start, end) of one sequence in this step."""
+
+    seq: Sequence
+    start: int
+    end: int
+
+    @property
+    def is_last(self) -> bool:
+        return self.end == self.seq.num_tokens
+
+
+def num_kv_blocks(config: EngineConfig, shape: ModelShape, max_model_len: int, device: torch.device, element_size: int) -> int:
+    """The cache size in blocks: configured, from free GPU memory, or on CPU enough for
+    `max_num_seqs` sequences of `max_model_len` (plus the scratch block)."""
+    if config.num_kv_blocks is not None:
+        return config.num_kv_blocks
+    block_bytes = config.block_size * shape.kv_bytes_per_token(element_size)
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        budget = free - (1 - config.gpu_memory_fraction) * total
+        return max(int(budget // block_bytes), 2)
+    return 1 + config.max_num_seqs * -(-max_model_len // config.block_size)
+
+
+class ModelRunner:
+    def __init__(self, model: CausalLM, config: EngineConfig, max_model_len: int, num_blocks: int) -> None:
+        self.model = model
+        self.config = config
+        self.max_model_len = max_model_len
+        self.device = model.embed.device
+        self.max_blocks_per_seq = -(-max_model_len // config.block_size)
+        shape, dtype = model.shape, model.embed.dtype
+        cache_shape = (num_blocks, config.block_size, shape.num_kv_heads, shape.head_dim)
+        self.kv_cache: KVCache = [
+            (torch.zeros(cache_shape, dtype=dtype, device=self.device), torch.zeros(cache_shape, dtype=dtype, device=self.device))
+            for _ in range(shape.num_layers)
+        ]
+        self.graphs = None
+
+    def enable_graphs(self, batch_sizes: tuple[int, ...]) -> None:
+        from .graphs import DecodeGraphs
+
+        self.graphs = DecodeGraphs(self._decode_logits, sorted(batch_sizes), self.max_blocks_per_seq, self.device)
+
+    def _slots(self, seq: Sequence, start: int, end: int) -> list[int]:
+        bs, table = self.config.block_size, seq.block_table
+        return [table[p // bs] * bs + p % bs for p in range(start, end)]
+
+    def _tensor(self, values, dtype=torch.int64) -> torch.Tensor:
+        return torch.tensor(values, dtype=dtype, pin_memory=self.device.type == "cuda").to(self.device, non_blocking=True)
+
+    @torch.inference_mode()
+    def prefill(self, chunks: list[Chunk]) -> torch.Tensor:
+        """Logits [len(last chunks), vocab] for the chunks with `is_last`, in order."""
+        input_ids, positions, slots, starts, tables = [], [], [], [], []
+        for c in chunks:
+            starts.append(len(input_ids))
+            input_ids += c.seq.token_ids[c.start : c.end]
+            positions += range(c.start, c.end)
+            slots += self._slots(c.seq, c.start, c.end)
+            tables.append(self._tensor(c.seq.block_table[: -(-c.end // self.config.block_size)]))
+        meta = PrefillMeta(
+            slot_mapping=self._tensor(slots),
+            block_tables=tables,
+            query_starts=starts,
+            query_lens=[c.end - c.start for c in chunks],
+            context_lens=[c.end for c in chunks],
+        )
+        hidden = self.model(self._tensor(input_ids), self._tensor(positions), meta, self.kv_cache)
+        last_rows = [s + c.end - c.start - 1 for s, c in zip(starts, chunks) if c.is_last]
+        return self.model.logits(hidden[self._tensor(last_rows)])
+
+    @torch.inference_mode()
+    def decode(self, seqs: list[Sequence]) -> torch.Tensor:
+        """Logits [rows, vocab] for one new token of each sequence (its last, not yet cached)."""
+        bs = self.config.block_size
+        input_ids = [s.last_token_id for s in seqs]
+        positions = [s.num_tokens - 1 for s in seqs]
+        slots = [s.block_table[p // bs] * bs + p % bs for s, p in zip(seqs, positions)]
+        context_lens = [s.num_tokens for s in seqs]
+        if self.graphs is not None and self.graphs.fits(len(seqs)):
+            return self.graphs.run(input_ids, positions, slots, [s.block_table for s in seqs], context_lens)
+        width = max(len(s.block_table) for s in seqs)
+        tables = [s.block_table + [0] * (width - len(s.block_table)) for s in seqs]
+        meta = DecodeMeta(self._tensor(slots), self._tensor(tables, torch.int32), self._tensor(context_lens, torch.int32))
+        return self._decode_logits(self._tensor(input_ids), self._tensor(positions), meta)
+
+    def _decode_logits(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: DecodeMeta) -> torch.Tensor:
+        return self.model.logits(self.model(input_ids, positions, meta, self.kv_cache))
