@@ -38,7 +38,7 @@ class RunLog:
         """The last `problem` record of each problem id that ended without an error."""
         done: dict[str, dict] = {}
         for record in self.read():
-            if record.get("kind") == "problem" and record.get("error") is None and "problem_id" in record:
+            if _is_solved_problem(record):
                 done[str(record["problem_id"])] = record
         return done
 
@@ -53,6 +53,18 @@ class RunLog:
 
     def start_run(self, config: dict) -> None:
         self.append({"kind": "run", "version": VERSION, "started_at": now_iso(), "config": config})
+
+
+def _is_solved_problem(record: dict) -> bool:
+    """A problem record that ended without an error and carries an integer answer."""
+    answer = record.get("answer")
+    return (
+        record.get("kind") == "problem"
+        and record.get("error") is None
+        and "problem_id" in record
+        and isinstance(answer, int)
+        and not isinstance(answer, bool)
+    )
 
 
 def _parse(line: bytes) -> dict | None:

@@ -26,3 +26,11 @@ def test_problems_that_failed_are_not_counted_as_solved(tmp_path):
     log = RunLog(tmp_path / "log.jsonl")
     log.append({"kind": "problem", "problem_id": "a", "answer": 0, "error": "RuntimeError: boom"})
     assert log.solved() == {}
+
+
+def test_a_record_without_an_integer_answer_is_not_taken_as_solved(tmp_path):
+    log = RunLog(tmp_path / "log.jsonl")
+    log.append({"kind": "problem", "problem_id": "a", "answer": "seventy", "error": None})
+    log.append({"kind": "problem", "problem_id": "b", "answer": None, "error": None})
+    log.append({"kind": "problem", "problem_id": "c", "answer": 7, "error": None})
+    assert sorted(log.solved()) == ["c"]
