@@ -62,6 +62,7 @@ class ProblemResult:
     started_at: str
     samples: list[Sample]
     error: str | None = None
+    engine_counters: dict[str, float] = field(default_factory=dict)  # this problem's share
 
     @property
     def is_correct(self) -> bool | None:
@@ -90,6 +91,7 @@ class ProblemResult:
             "wall_s": self.wall_s,
             "started_at": self.started_at,
             "error": self.error,
+            "engine_counters": self.engine_counters,
             "samples": [sample.record() for sample in self.samples],
         }
 
@@ -105,6 +107,7 @@ class _ProblemState:
     pending: dict[concurrent.futures.Future, tuple[Sample, str, float]] = field(default_factory=dict)
     sessions: set[str] = field(default_factory=set)
     stop_reason: str | None = None
+    counters_at_start: dict[str, float] = field(default_factory=dict)
 
 
 class Orchestrator:
@@ -144,7 +147,7 @@ class Orchestrator:
         start_s = self.clock()
         deadline_s = None if allowance_s is None else start_s + allowance_s
         samples = [self._new_sample(problem, index) for index in range(self.config.num_samples)]
-        state = _ProblemState(problem, samples, start_s, deadline_s, by_request={s.request_id: s for s in samples})
+        state = _ProblemState(problem, samples, start_s, deadline_s, by_request={s.request_id: s for s in samples}, counters_at_start=engine_counters(self.engine))
         prompt_ids = prompt_token_ids(self.tokenizer, problem.text)
         for sample in samples:
             self.engine.add(Request(sample.request_id, prompt_ids, self._params(sample, self.config.max_new_tokens)))
@@ -284,6 +287,7 @@ class Orchestrator:
             wall_s=self._since_start(state),
             started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             samples=state.samples,
+            engine_counters=_difference(engine_counters(self.engine), state.counters_at_start),
         )
 
     # --- small helpers ----------------------------------------------------------------------
@@ -305,6 +309,21 @@ class Orchestrator:
 
     def _since_start(self, state: _ProblemState) -> float:
         return self.clock() - state.start_s
+
+
+def engine_counters(engine: Engine) -> dict[str, float]:
+    """The engine's cumulative counters (prefill tokens, decode steps, draft tokens proposed and
+    accepted, ...) where it keeps `stats`; ratios are left out, they do not add up."""
+    stats = getattr(engine, "stats", None)
+    if stats is None:
+        return {}
+    counters = {name: getattr(stats, name) for name in ("num_prefill_tokens", "num_cached_prompt_tokens", "num_decode_steps") if hasattr(stats, name)}
+    counters.update(getattr(stats, "extra", {}) or {})
+    return {k: float(v) for k, v in counters.items() if isinstance(v, (int, float)) and not k.endswith(("_rate", "_per_step"))}
+
+
+def _difference(end: dict[str, float], start: dict[str, float]) -> dict[str, float]:
+    return {name: value - start.get(name, 0.0) for name, value in end.items()}
 
 
 def sample_seed(seed: int, problem_id: str, index: int) -> int:

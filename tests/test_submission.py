@@ -83,3 +83,9 @@ def test_fp8_without_a_gpu_is_refused_in_one_sentence(tmp_path, capsys):
     code, _, err = run(capsys, FIXTURES / "seed_bases.csv", "--engine", "native", "--fp8", "--model", tmp_path / "m.gguf", "--out", tmp_path / "s.csv")
     assert code == 1
     assert "--fp8 needs a CUDA GPU" in err
+
+
+def test_drafter_needs_the_native_engine(tmp_path, capsys):
+    code, _, err = run(capsys, FIXTURES / "seed_bases.csv", "--drafter", tmp_path, "--out", tmp_path / "s.csv")
+    assert code == 2
+    assert "--drafter needs --engine native" in err

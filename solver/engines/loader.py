@@ -32,6 +32,7 @@ class EngineOptions:
     replay_file: str | None = None
     replay_tokens_per_step: int = 4
     fp8: bool = False  # native: FP8 weights where faster (Hopper)
+    drafter: str | None = None  # native: an exported ReDrafter drafter directory
     # trtllm
     engine_dir: str | None = None
     tokenizer_dir: str | None = None
@@ -46,6 +47,8 @@ class EngineOptions:
             raise ValueError("--engine replay needs --replay-file FILE.jsonl")
         if self.name == "trtllm" and not self.engine_dir:
             raise ValueError("--engine trtllm needs --engine-dir (a TensorRT-LLM engine built by `python -m build.pipeline`)")
+        if self.drafter and self.name != "native":
+            raise ValueError("--drafter needs --engine native (TensorRT-LLM engines carry their drafter inside)")
         if self.max_batch_size is not None and self.max_batch_size < 1:
             raise ValueError(f"max batch size must be >= 1, got {self.max_batch_size}")
         if not 0 < self.kv_cache_fraction <= 1:
@@ -102,7 +105,10 @@ def _load_native(options: EngineOptions, shape: RunShape) -> tuple[Engine, PreTr
     # On a GPU the KV cache is sized from free memory; on the CPU, for the sequences this run needs.
     max_model_len = None if on_gpu else PROMPT_HEADROOM_TOKENS + shape.max_new_tokens
     config = EngineConfig(max_num_seqs=options.max_batch_size or 64, max_model_len=max_model_len, fp8=options.fp8)
-    engine = NativeEngine.from_pretrained(model_path, device=options.device, dtype=options.dtype, config=config)
+    drafter_dir = Path(options.drafter) if options.drafter else None
+    if drafter_dir is not None and not (drafter_dir / "config.json").is_file():
+        raise EngineLoadError(f"{drafter_dir}: not a drafter directory (no config.json); make one with `python -m build.pipeline drafter export`.")
+    engine = NativeEngine.from_pretrained(model_path, device=options.device, dtype=options.dtype, config=config, drafter_dir=drafter_dir)
     return engine, load_tokenizer(model_path)
 
 

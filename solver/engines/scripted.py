@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from transformers import PreTrainedTokenizerBase
 
 from ..tokenizer import TOOL_CALL_END
-from .base import Delta, Request, SamplingParams
+from .base import Delta, EngineStats, Request, SamplingParams
 
 _RECORDED_OUTPUT = re.compile(r"^\s*```output\n.*?```[ \t]*\n?", re.DOTALL)
 
@@ -93,6 +93,10 @@ class ScriptedEngine:
 
     def close(self) -> None:
         self._streams.clear()
+
+    @property
+    def stats(self) -> EngineStats:
+        return EngineStats(num_prefill_tokens=self.num_prefill_tokens)
 
     # --- internals ----------------------------------------------------------------------------
 

@@ -118,3 +118,13 @@ def test_record_matches_the_documented_run_log_fields():
     assert record["is_correct"] is True
     sample = record["samples"][0]
     assert sample["text"].startswith("x\\boxed") and sample["boxed"] == "4" and sample["num_generated_tokens"] > 0
+
+
+def test_record_holds_this_problems_share_of_the_engine_counters():
+    engine = engine_for([padded(4, 10)] * 2)
+    orchestrator = Orchestrator(engine, TOKENIZER, config(num_samples=2))
+    first = orchestrator.solve(PROBLEM)
+    second = orchestrator.solve(Problem("p2", "What is 2+2?", 4))
+    prompt_tokens = first.record()["engine_counters"]["num_prefill_tokens"]
+    assert prompt_tokens > 0
+    assert second.record()["engine_counters"]["num_prefill_tokens"] == prompt_tokens  # not cumulative

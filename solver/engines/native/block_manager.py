@@ -90,14 +90,25 @@ class BlockManager:
             self._key(self.blocks[seq.block_table[i]], *hashes[i])
         return True
 
-    def grow(self, seq: Sequence) -> bool:
-        """Add blocks so the table covers all of the sequence's tokens; False if there are too
-        few free blocks (nothing changed)."""
-        num_new = self.num_blocks_for(seq.num_tokens) - len(seq.block_table)
+    def grow(self, seq: Sequence, num_lookahead: int = 0) -> bool:
+        """Add blocks so the table covers all of the sequence's tokens plus `num_lookahead` draft
+        tokens; False if there are too few free blocks (nothing changed)."""
+        num_new = self.num_blocks_for(seq.num_tokens + num_lookahead) - len(seq.block_table)
         if num_new > self.num_free_blocks:
             return False
         seq.block_table += [self._take() for _ in range(max(num_new, 0))]
         return True
+
+    def trim(self, seq: Sequence) -> None:
+        """Free the blocks past the sequence's tokens (taken by `grow` for drafts that were
+        rejected). They are private: only `grow` adds blocks past the last token."""
+        keep = self.num_blocks_for(seq.num_tokens)
+        for block_id in seq.block_table[keep:]:
+            block = self.blocks[block_id]
+            assert block.ref_count == 1 and block.hash is None
+            block.ref_count, block.is_committed = 0, False
+            self.free_ids.append(block_id)
+        del seq.block_table[keep:]
 
     def commit(self, seq: Sequence, num_tokens: int) -> None:
         """The sequence's tokens up to `num_tokens` are being computed in this step: its keyed

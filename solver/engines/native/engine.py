@@ -13,7 +13,16 @@ Guaranteed (besides `solver.engines.base`):
   prefills only the tokens not yet cached;
 - `abort` frees a request's blocks at once; when memory runs out the scheduler evicts or
   preempts (see `scheduler`) and never corrupts another request's cache.
-Not done: ReDrafter drafts; tensor parallelism; sliding-window models.
+With a drafter (ReDrafter, beam width 1) a decode step becomes a verify step: the drafter
+proposes up to L tokens per sequence, the model scores the last token and all drafts in one
+forward, `speculative.accept` keeps a prefix and adds one token; the finish rules run token by
+token over what was kept (a stop token inside the run ends it there, `max_tokens` is never
+exceeded), and blocks reserved for rejected drafts are freed. Greedy output equals plain
+greedy decoding; sampled output has the model's own distribution (not the same tokens as
+without a drafter for a given seed: the draws are used differently). Counters in
+`stats.extra`: spec_verify_rows, spec_draft_tokens, spec_accepted_tokens, spec_emitted_tokens,
+spec_acceptance_rate and spec_tokens_per_step (tokens emitted per sequence per verify step).
+Not done: tensor parallelism; sliding-window models; draft beams wider than 1.
 """
 
 from __future__ import annotations
@@ -29,11 +38,14 @@ from solver.engines.hf import sample_tokens
 from .block_manager import BlockManager
 from .config import EngineConfig, ModelShape
 from .model import CausalLM, from_hf
+from .drafter_runtime import DraftProposer, check_compatible
 from .model_runner import ModelRunner, num_kv_blocks
 from .scheduler import Scheduler
 from .sequence import Sequence, SequenceStatus, generator_for
+from .speculative import accept
 
 CPU_KV_CACHE_BYTES = 4 << 30  # default cap of the cache on CPU
+DEFAULT_DRAFT_TOKENS = 3  # when neither the config nor the drafter's export says
 
 
 class NativeEngine:
@@ -49,6 +61,7 @@ class NativeEngine:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         consume_weights: bool = False,
+        drafter=None,
     ) -> None:
         self.config = config
         if isinstance(model, CausalLM):
@@ -67,12 +80,19 @@ class NativeEngine:
         blocks = num_kv_blocks(config, shape, self.max_model_len, self.device, native.embed.element_size())
         if self.device.type == "cpu" and config.num_kv_blocks is None:
             blocks = min(blocks, 1 + CPU_KV_CACHE_BYTES // (config.block_size * shape.kv_bytes_per_token(native.embed.element_size())))
-        self.runner = ModelRunner(native, config, self.max_model_len, blocks)
+        self.proposer = None
+        if drafter is not None:
+            check_compatible(drafter, shape)
+            num_draft_tokens = config.num_draft_tokens or drafter.config.num_draft_tokens or DEFAULT_DRAFT_TOKENS
+            self.proposer = DraftProposer(drafter.to(self.device, native.embed.dtype), native.embed, num_draft_tokens)
+        lookahead = self.proposer.num_draft_tokens if self.proposer else 0
+        self.runner = ModelRunner(native, config, self.max_model_len, blocks, with_hidden=self.proposer is not None)
         self.attention_backend = _choose_attention(config, native, self.device)
         if self.device.type == "cuda" and config.cuda_graph_batch_sizes:
-            self.runner.enable_graphs(tuple(b for b in config.cuda_graph_batch_sizes if b <= config.max_num_seqs))
+            max_rows = config.max_num_seqs * (1 + lookahead)
+            self.runner.enable_graphs(tuple(b for b in config.cuda_graph_batch_sizes if b <= max_rows))
         self.block_manager = BlockManager(blocks, config.block_size)
-        self.scheduler = Scheduler(config, self.block_manager)
+        self.scheduler = Scheduler(config, self.block_manager, num_lookahead=lookahead, max_model_len=self.max_model_len)
         self.vocab_size = shape.vocab_size
         self.stats = EngineStats()
         self._seqs: dict[str, Sequence] = {}
@@ -86,9 +106,11 @@ class NativeEngine:
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
         config: EngineConfig = EngineConfig(),
+        drafter_dir: str | Path | None = None,
     ) -> NativeEngine:
         """Load an HF directory or a `.gguf` file through transformers' own loaders (GGUF is
-        dequantized), then build the engine: bfloat16 on CUDA when available, else float32."""
+        dequantized), then build the engine: bfloat16 on CUDA when available, else float32.
+        `drafter_dir`: an exported ReDrafter drafter (`build.drafter.export`) for speculation."""
         from transformers import AutoModelForCausalLM
 
         from solver.engines.hf import _torch_dtype
@@ -101,7 +123,12 @@ class NativeEngine:
             model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-        return cls(model, config=config, device=device, dtype=dtype, consume_weights=True)
+        drafter = None
+        if drafter_dir is not None:
+            from build.drafter.export import load_drafter
+
+            drafter = load_drafter(Path(drafter_dir), device=device, dtype=dtype)
+        return cls(model, config=config, device=device, dtype=dtype, consume_weights=True, drafter=drafter)
 
     # -- the Engine interface ------------------------------------------------------------------
 
@@ -141,6 +168,8 @@ class NativeEngine:
             deltas.append(self._end(seq, "error", f"needs {seq.num_tokens} tokens of KV cache; the cache holds fewer"))
         if chunks:
             deltas += self._run(self._prefill, chunks, [c.seq for c in chunks], [c.seq for c in chunks if c.is_last])
+        elif decode and self.proposer is not None:
+            deltas += self._speculate(decode)
         elif decode:
             deltas += self._run(self._decode, decode, decode, decode)
         return deltas
@@ -183,6 +212,10 @@ class NativeEngine:
 
     def _prefill(self, chunks) -> torch.Tensor:
         logits = self.runner.prefill(chunks)
+        if self.proposer is not None:
+            logits, hidden = logits
+            for seq, h in zip([c.seq for c in chunks if c.is_last], hidden):
+                seq.draft_context = h
         for chunk in chunks:
             self.stats.num_prefill_tokens += chunk.end - chunk.start
             chunk.seq.num_cached_tokens = chunk.end
@@ -199,21 +232,93 @@ class NativeEngine:
         if not seqs:
             return []
         tokens = sample_tokens(logits, [s.params for s in seqs], [s.generator for s in seqs])
-        deltas = []
-        for seq, token in zip(seqs, tokens):
+        return [self._emit(seq, [token]) for seq, token in zip(seqs, tokens)]
+
+    def _emit(self, seq: Sequence, tokens: list[int]) -> Delta:
+        """Append `tokens` one by one until a finish rule fires; apply the transition."""
+        kept, reason = [], None
+        for token in tokens:
             seq.token_ids.append(token)
             seq.num_generated_tokens += 1
+            kept.append(token)
             reason = self._finish_reason(seq, token)
-            if reason is None:
-                if seq.status is not SequenceStatus.RUNNING:
-                    self.scheduler.start_running(seq)
-            elif reason == "stop":
-                self.scheduler.pause(seq)
-            else:
-                self.scheduler.finish(seq)
-                self._seqs.pop(seq.request_id, None)
-            deltas.append(Delta(seq.request_id, (token,), reason))
+            if reason is not None:
+                break
+        if reason is None:
+            if seq.status is not SequenceStatus.RUNNING:
+                self.scheduler.start_running(seq)
+        elif reason == "stop":
+            self.scheduler.pause(seq)
+        else:
+            self.scheduler.finish(seq)
+            self._seqs.pop(seq.request_id, None)
+        return Delta(seq.request_id, tuple(kept), reason)
+
+    # -- speculation ---------------------------------------------------------------------------
+
+    def _speculate(self, seqs: list[Sequence]) -> list[Delta]:
+        """One verify step for running sequences: draft, score in one forward, keep, roll back."""
+        try:
+            with torch.inference_mode():
+                accepted, next_tokens, drafts = self._verify(seqs)
+        except RuntimeError as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return [self._end(s, "error", message) for s in seqs]
+        deltas = []
+        extra = self.stats.extra
+        for seq, draft, k, token in zip(seqs, drafts, accepted, next_tokens):
+            fed_until = seq.num_tokens + k  # KV now valid for positions < this
+            delta = self._emit(seq, draft[:k] + [token])
+            extra["spec_verify_rows"] = extra.get("spec_verify_rows", 0) + 1
+            extra["spec_draft_tokens"] = extra.get("spec_draft_tokens", 0) + len(draft)
+            extra["spec_accepted_tokens"] = extra.get("spec_accepted_tokens", 0) + k
+            extra["spec_emitted_tokens"] = extra.get("spec_emitted_tokens", 0) + len(delta.token_ids)
+            if seq.status is not SequenceStatus.FINISHED:
+                seq.num_cached_tokens = min(fed_until, seq.num_tokens - 1)
+                self.block_manager.trim(seq)
+            deltas.append(delta)
+        extra["spec_acceptance_rate"] = extra["spec_accepted_tokens"] / max(extra["spec_draft_tokens"], 1)
+        extra["spec_tokens_per_step"] = extra["spec_emitted_tokens"] / extra["spec_verify_rows"]
         return deltas
+
+    def _verify(self, seqs: list[Sequence]) -> tuple[list[int], list[int], list[list[int]]]:
+        """(accepted drafts, next token, drafts) per sequence. Drafts stop short of `max_tokens`
+        and of the context limit, so the kept run never needs truncating for length."""
+        device, width = self.device, self.proposer.num_draft_tokens
+        num_drafts = [
+            max(0, min(s.num_lookahead_slots, s.params.max_tokens - s.num_generated_tokens - 1, self.max_model_len - s.num_tokens))
+            for s in seqs
+        ]
+        temperature = torch.tensor([s.params.temperature for s in seqs], device=device)
+        top_p = torch.tensor([s.params.top_p for s in seqs], device=device)
+        # Each sampled request draws 2L + 1 uniforms a step from its own generator, in a fixed
+        # order (L for drafts, L acceptance tests, 1 final draw): independent of the batch.
+        any_sampled = any(s.params.temperature > 0 for s in seqs)
+        uniforms = None
+        if any_sampled:
+            draws = [torch.rand(2 * width + 1, generator=s.generator) if s.params.temperature > 0 else torch.zeros(2 * width + 1) for s in seqs]
+            uniforms = torch.stack(draws).to(device)
+        context = torch.stack([s.draft_context for s in seqs])
+        last = torch.tensor([s.last_token_id for s in seqs], device=device)
+        drafts, draft_probs = self.proposer.propose(context, last, temperature, top_p, None if uniforms is None else uniforms[:, :width])
+        draft_lists = [d[:n] for d, n in zip(drafts.tolist(), num_drafts)]
+        logits, hidden = self.runner.verify(seqs, draft_lists)
+        self.stats.num_decode_steps += 1
+        # Rows of the flattened verify output into a [seqs, L + 1] grid (short rows repeat their last).
+        starts = [0]
+        for d in draft_lists[:-1]:
+            starts.append(starts[-1] + len(d) + 1)
+        grid = torch.tensor([[start + min(j, n) for j in range(width + 1)] for start, n in zip(starts, num_drafts)], device=device)
+        accepted, next_tokens = accept(
+            logits[grid], drafts, draft_probs, torch.tensor(num_drafts, device=device), temperature, top_p,
+            None if uniforms is None else uniforms[:, width:],
+        )
+        context_rows = grid.gather(1, accepted.unsqueeze(1)).squeeze(1)
+        for seq, h in zip(seqs, hidden[context_rows]):
+            seq.draft_context = h
+        return accepted.tolist(), next_tokens.tolist(), draft_lists
 
     def _finish_reason(self, seq: Sequence, token: int) -> FinishReason | None:
         if token in seq.params.stop_token_ids:

@@ -30,7 +30,7 @@ class DecodeGraphs:
         self.lens = torch.ones(largest, dtype=torch.int32, device=device)
         self.host_tables = torch.zeros(largest, max_blocks_per_seq, dtype=torch.int32, pin_memory=True)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.outputs: dict[int, torch.Tensor] = {}
+        self.outputs: dict[int, torch.Tensor | tuple[torch.Tensor, ...]] = {}
         pool = None
         with torch.inference_mode():
             for size in reversed(batch_sizes):
@@ -62,4 +62,5 @@ class DecodeGraphs:
             host[i, : len(table)] = torch.tensor(table, dtype=torch.int32)
         self.tables[:size, :width].copy_(host, non_blocking=True)
         self.graphs[size].replay()
-        return self.outputs[size][:rows]
+        out = self.outputs[size]  # logits, or (logits, hidden) when a drafter is attached
+        return tuple(o[:rows] for o in out) if isinstance(out, tuple) else out[:rows]

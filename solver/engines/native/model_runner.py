@@ -1,8 +1,20 @@
 """Owns the device: the model, the KV cache, input tensors, and (on CUDA) the decode graphs.
 
 `prefill(chunks)` runs a batch of prefill chunks and returns logits for the chunks that end
-their sequence; `decode(seqs)` runs one token per sequence and returns [rows, vocab] logits.
-Block tables come from the sequences; this module never decides what to run.
+their sequence; `decode(seqs)` runs one token per sequence and returns [rows, vocab] logits;
+`verify(seqs, drafts)` feeds each sequence's last token and its drafts at once and returns
+logits for every fed position. Block tables come from the sequences; this module never decides
+what to run.
+
+A verify step is a decode step over more rows: fed token j of a sequence becomes its own row
+with the sequence's block table and a context ending at that token. Every row writes its K/V
+before any row of the layer attends, so row j sees tokens 0..j of its sequence's feed (causal)
+and nothing later. The decode kernel and the decode CUDA graphs therefore serve verification
+unchanged (rows = sequences x (L + 1)); each row reads its sequence's KV again, which costs
+KV bandwidth (largely absorbed by the L2 cache: the rows of a sequence run side by side).
+
+With `with_hidden` (a drafter is attached) prefill, decode rows and verify also return the
+final-norm hidden states of the same rows: the drafter's context.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ import torch
 
 from .attention import DecodeMeta, PrefillMeta
 from .config import EngineConfig, ModelShape
+from .layers import rms_norm
 from .model import CausalLM, KVCache
 from .sequence import Sequence
 
@@ -44,8 +57,9 @@ def num_kv_blocks(config: EngineConfig, shape: ModelShape, max_model_len: int, d
 
 
 class ModelRunner:
-    def __init__(self, model: CausalLM, config: EngineConfig, max_model_len: int, num_blocks: int) -> None:
+    def __init__(self, model: CausalLM, config: EngineConfig, max_model_len: int, num_blocks: int, with_hidden: bool = False) -> None:
         self.model = model
+        self.with_hidden = with_hidden
         self.config = config
         self.max_model_len = max_model_len
         self.device = model.embed.device
@@ -71,8 +85,9 @@ class ModelRunner:
         return torch.tensor(values, dtype=dtype, pin_memory=self.device.type == "cuda").to(self.device, non_blocking=True)
 
     @torch.inference_mode()
-    def prefill(self, chunks: list[Chunk]) -> torch.Tensor:
-        """Logits [len(last chunks), vocab] for the chunks with `is_last`, in order."""
+    def prefill(self, chunks: list[Chunk]):
+        """Logits [len(last chunks), vocab] for the chunks with `is_last`, in order (with
+        `with_hidden`: (logits, hidden [len(last chunks), H]))."""
         input_ids, positions, slots, starts, tables = [], [], [], [], []
         for c in chunks:
             starts.append(len(input_ids))
@@ -89,22 +104,41 @@ class ModelRunner:
         )
         hidden = self.model(self._tensor(input_ids), self._tensor(positions), meta, self.kv_cache)
         last_rows = [s + c.end - c.start - 1 for s, c in zip(starts, chunks) if c.is_last]
-        return self.model.logits(hidden[self._tensor(last_rows)])
+        return self._head(hidden[self._tensor(last_rows)])
 
     @torch.inference_mode()
-    def decode(self, seqs: list[Sequence]) -> torch.Tensor:
+    def decode(self, seqs: list[Sequence]):
         """Logits [rows, vocab] for one new token of each sequence (its last, not yet cached)."""
+        return self.verify(seqs, [[] for _ in seqs])
+
+    @torch.inference_mode()
+    def verify(self, seqs: list[Sequence], drafts: list[list[int]]):
+        """Feed each sequence's last token followed by its drafts; logits [sum(len(d) + 1), vocab]
+        for every fed token, sequence by sequence (with `with_hidden`: (logits, hidden)). The
+        block tables must cover `num_tokens + len(draft)` tokens."""
         bs = self.config.block_size
-        input_ids = [s.last_token_id for s in seqs]
-        positions = [s.num_tokens - 1 for s in seqs]
-        slots = [s.block_table[p // bs] * bs + p % bs for s, p in zip(seqs, positions)]
-        context_lens = [s.num_tokens for s in seqs]
-        if self.graphs is not None and self.graphs.fits(len(seqs)):
-            return self.graphs.run(input_ids, positions, slots, [s.block_table for s in seqs], context_lens)
-        width = max(len(s.block_table) for s in seqs)
-        tables = [s.block_table + [0] * (width - len(s.block_table)) for s in seqs]
+        input_ids, positions, slots, tables, context_lens = [], [], [], [], []
+        for seq, draft in zip(seqs, drafts):
+            first = seq.num_tokens - 1
+            for j, token in enumerate([seq.last_token_id, *draft]):
+                p = first + j
+                input_ids.append(token)
+                positions.append(p)
+                slots.append(seq.block_table[p // bs] * bs + p % bs)
+                tables.append(seq.block_table)
+                context_lens.append(p + 1)
+        if self.graphs is not None and self.graphs.fits(len(input_ids)):
+            return self.graphs.run(input_ids, positions, slots, tables, context_lens)
+        width = max(len(t) for t in tables)
+        tables = [t + [0] * (width - len(t)) for t in tables]
         meta = DecodeMeta(self._tensor(slots), self._tensor(tables, torch.int32), self._tensor(context_lens, torch.int32))
         return self._decode_logits(self._tensor(input_ids), self._tensor(positions), meta)
 
-    def _decode_logits(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: DecodeMeta) -> torch.Tensor:
-        return self.model.logits(self.model(input_ids, positions, meta, self.kv_cache))
+    def _decode_logits(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: DecodeMeta):
+        return self._head(self.model(input_ids, positions, meta, self.kv_cache))
+
+    def _head(self, hidden: torch.Tensor):
+        if not self.with_hidden:
+            return self.model.logits(hidden)
+        normed = rms_norm(hidden, self.model.final_norm, self.model.shape.rms_norm_eps)
+        return self.model.lm_head(normed), normed

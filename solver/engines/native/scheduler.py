@@ -11,6 +11,11 @@ When blocks run out the scheduler never overwrites anything; in order it:
    to the front of the queue with all its tokens, to be re-prefilled later (recompute);
 3. a waiting sequence that cannot fit even with nothing else running is `failed`.
 A sequence's sampled tokens and generator state survive preemption, so its output is the same.
+
+With speculation (`num_lookahead` > 0) a decode step is a verify step: each running sequence is
+given blocks for `num_lookahead` draft tokens past its last token when they are free
+(`seq.num_lookahead_slots`), else for its own tokens only (it then decodes without drafts
+this step rather than preempting anyone).
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from .sequence import Sequence, SequenceStatus
 
 
 class Scheduler:
-    def __init__(self, config: EngineConfig, block_manager: BlockManager) -> None:
+    def __init__(self, config: EngineConfig, block_manager: BlockManager, num_lookahead: int = 0, max_model_len: int | None = None) -> None:
         self.config = config
+        self.num_lookahead = num_lookahead
+        self.max_model_len = max_model_len  # drafts never reach past it
         self.block_manager = block_manager
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -78,6 +85,12 @@ class Scheduler:
         queue = deque(self.running)
         while queue:
             seq = queue.popleft()
+            seq.num_lookahead_slots = 0
+            lookahead = min(self.num_lookahead, (self.max_model_len or seq.num_tokens) - seq.num_tokens)
+            if lookahead > 0 and self.block_manager.grow(seq, lookahead):
+                seq.num_lookahead_slots = lookahead
+                scheduled.append(seq)
+                continue
             while not self.block_manager.grow(seq):
                 if self._evict_paused():
                     continue

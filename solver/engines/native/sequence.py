@@ -35,6 +35,10 @@ class Sequence:
     num_cached_tokens: int = 0
     num_generated_tokens: int = 0  # of the current continuation; compared with max_tokens
     block_table: list[int] = field(default_factory=list)
+    # Speculation only: the model's final-norm hidden state at the position that chose the last
+    # token (the drafter's context), and the draft slots the scheduler reserved this step.
+    draft_context: torch.Tensor | None = None
+    num_lookahead_slots: int = 0
 
     @property
     def num_tokens(self) -> int:
