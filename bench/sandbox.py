@@ -155,8 +155,8 @@ def main() -> None:
               f"p99 {burst_forked[1]:.1f} ms")
 
     print()
-    print(f"| code | sandbox p50 / p99 (ms) | fresh interpreter p50 / p99 (ms) | p50 ratio |")
-    print(f"|---|---|---|---|")
+    print("| code | sandbox p50 / p99 (ms) | fresh interpreter p50 / p99 (ms) | p50 ratio |")
+    print("|---|---|---|---|")
     for label, ours, fresh in rows:
         print(f"| {label} | {ours[0]:.2f} / {ours[1]:.2f} | {fresh[0]:.1f} / {fresh[1]:.1f} | "
               f"{fresh[0] / ours[0]:.0f}x |")

@@ -5,7 +5,6 @@ Run: python -m pytest tests/solver/test_orchestrator.py -q
 
 import time
 
-import pytest
 
 from solver.config import SolverConfig, ToolConfig
 from solver.engines.replay import problem_and_index

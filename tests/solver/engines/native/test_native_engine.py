@@ -8,94 +8,19 @@ Run: pytest tests/solver/engines/native -q
 from __future__ import annotations
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from solver.engines.base import Delta, Engine, Request, SamplingParams
+from solver.engines.base import Engine, Request, SamplingParams
 from solver.engines.native import EngineConfig, NativeEngine
-from solver.tokenizer import TOOL_CALL_END, TOOL_CALL_START, byte_tokenizer
-
-TOKENIZER = byte_tokenizer()
-GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
-PROMPTS = {
-    "short": tuple(TOKENIZER.encode("1+1=")),
-    "medium": tuple(TOKENIZER.encode("<|im_start|>user\nWhat is 7*6?<|im_end|>\n")),
-    "long": tuple(TOKENIZER.encode("Find all integers n such that n^2 + 1 divides n^3 + 3.")),
-}
-ARCHITECTURES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
-
-
-def tiny_model(architecture: str, max_position_embeddings: int = 512):
-    shape = dict(
-        vocab_size=len(TOKENIZER),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=max_position_embeddings,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=TOKENIZER.pad_token_id,
-        initializer_range=0.3,  # sharp attention: a wrong position or block changes the tokens
-    )
-    config_class, model_class = ARCHITECTURES[architecture]
-    torch.manual_seed(0)
-    model = model_class(config_class(**shape)).eval()
-    model.generation_config.eos_token_id = None
-    return model
-
+from solver.tokenizer import TOOL_CALL_END, TOOL_CALL_START
+from tests.solver.engines.engine_testing import ARCHITECTURES, GREEDY, PROMPTS, TOKENIZER, Collector, reference, tiny_model
 
 @pytest.fixture(scope="module", params=sorted(ARCHITECTURES))
 def model(request):
     return tiny_model(request.param)
 
 
-_REFERENCES: dict = {}
-
-
-def reference(model, token_ids: tuple[int, ...], max_new_tokens: int) -> list[int]:
-    """Greedy continuation by transformers' own `generate` (memoised per model)."""
-    key = (id(model), tuple(token_ids), max_new_tokens)
-    if key not in _REFERENCES:
-        input_ids = torch.tensor([token_ids])
-        with torch.inference_mode():
-            output = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens, do_sample=False)
-        _REFERENCES[key] = output[0, len(token_ids) :].tolist()
-    return _REFERENCES[key]
-
-
 def engine_for(model, **config) -> NativeEngine:
     return NativeEngine(model, config=EngineConfig(**config))
-
-
-class Collector:
-    """Runs an engine to completion and checks the per-delta guarantees on the way."""
-
-    def __init__(self, engine: NativeEngine) -> None:
-        self.engine = engine
-        self.tokens: dict[str, list[int]] = {}
-        self.finish: dict[str, str] = {}
-
-    def step(self) -> list[Delta]:
-        deltas = self.engine.step()
-        assert len({d.request_id for d in deltas}) == len(deltas), "one delta per request per step"
-        for delta in deltas:
-            assert delta.request_id not in self.finish, f"{delta.request_id} yielded after finishing"
-            self.tokens.setdefault(delta.request_id, []).extend(delta.token_ids)
-            if delta.is_finished:
-                self.finish[delta.request_id] = delta.finish_reason
-        return deltas
-
-    def run(self) -> None:
-        for _ in range(10_000):
-            if not self.engine.has_work():
-                return
-            self.step()
-        raise AssertionError("engine did not finish")
-
-    def resume(self, request_id: str) -> None:
-        del self.finish[request_id]
 
 
 def first_new_position(tokens: list[int]) -> int:
