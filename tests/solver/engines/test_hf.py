@@ -286,3 +286,24 @@ def test_inverse_cdf_never_picks_a_token_outside_the_nucleus():
     sorted_ids = torch.tensor([[7, 3, 1, 2]])
     picks = _inverse_cdf(sorted_probs.expand(3, -1), sorted_ids.expand(3, -1), torch.tensor([0.0, 0.5, 1.0]))
     assert picks.tolist() == [7, 3, 3]
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.95, 1.0])
+def test_nucleus_from_candidates_equals_the_full_sort(top_p, monkeypatch):
+    from solver.engines import hf
+
+    monkeypatch.setattr(hf, "NUCLEUS_CANDIDATES", 64)
+    torch.manual_seed(0)
+    widths = set()
+    for scale in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0):  # flat to peaked distributions
+        probs = torch.softmax(torch.randn(1, 5000) * scale, dim=-1)
+        limit = torch.full((1, 1), top_p)
+        kept, ids = hf._nucleus(probs, limit)
+        full_sorted, full_ids = probs.sort(dim=-1, descending=True)
+        full_kept = full_sorted.masked_fill(full_sorted.cumsum(-1) - full_sorted >= limit, 0.0)
+        width = kept.shape[-1]
+        widths.add(width)
+        assert torch.equal(kept, full_kept[:, :width]) and not full_kept[:, width:].any()
+        assert torch.equal(ids[kept > 0], full_ids[:, :width][kept > 0])
+    # both paths ran: candidates only where they hold top_p, the whole sort otherwise
+    assert widths == ({64, 5000} if top_p < 1 else {5000})
