@@ -68,6 +68,13 @@ class Delta:
         return self.finish_reason is not None
 
 
+def check_token_ids(request_id: str, token_ids: tuple[int, ...] | list[int], vocab_size: int) -> None:
+    """Refuse token ids a model with `vocab_size` entries cannot embed (ValueError)."""
+    bad = [t for t in token_ids if not 0 <= t < vocab_size]
+    if bad:
+        raise ValueError(f"request {request_id!r} has token ids outside a vocabulary of {vocab_size}: {bad[:5]}")
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What the solver calls. Implementations live in `solver/engines/<name>.py`."""

@@ -46,7 +46,9 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from solver.engines.base import Delta, EngineStats, FinishReason, Request, SamplingParams
+from solver.engines.base import Delta, EngineStats, FinishReason, Request, SamplingParams, check_token_ids
+from solver.engines.checkpoint import load_causal_lm, resolve_dtype
+from solver.engines.sampling import generator_for, sample_tokens
 
 # One (keys, values) pair per layer, each [rows, kv_heads, tokens, head_dim].
 KV = list[tuple[torch.Tensor, torch.Tensor]]
@@ -120,60 +122,6 @@ def _slice(kv: KV, rows: torch.Tensor | slice, first_token: int) -> KV:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sampling: pure functions over logits [rows, vocab].
-
-
-def _nucleus(probs: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities sorted descending with the tail beyond `top_p` [rows, 1] zeroed; the most
-    likely token always stays. Returns (sorted_probs, sorted_token_ids).
-
-    Sorting a whole vocabulary costs more than a small model's forward on a CPU, so the
-    `NUCLEUS_CANDIDATES` most likely tokens are taken first; when they already hold `top_p` of the
-    mass in every row, no token beyond them can be in the nucleus and the result is exactly the
-    full sort's (same values, same cumulative sums). Otherwise (top-p near 1, flat
-    distributions) the whole vocabulary is sorted."""
-    sorted_probs, sorted_ids = probs.topk(min(NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)
-    cumulative = sorted_probs.cumsum(dim=-1)
-    if not bool((cumulative[:, -1:] >= top_p).all()):
-        sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
-        cumulative = sorted_probs.cumsum(dim=-1)
-    return sorted_probs.masked_fill(cumulative - sorted_probs >= top_p, 0.0), sorted_ids
-
-
-NUCLEUS_CANDIDATES = 1024
-
-
-def _inverse_cdf(sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """The token whose cumulative-probability interval holds `uniform` [rows] in [0, 1)."""
-    cdf = sorted_probs.cumsum(dim=-1)
-    target = (uniform * cdf[:, -1]).unsqueeze(-1)
-    # Rounding can put `target` at the total; the last kept token then takes it.
-    last_kept = (sorted_probs > 0).sum(dim=-1, keepdim=True) - 1
-    index = torch.minimum(torch.searchsorted(cdf, target, right=True), last_kept)
-    return sorted_ids.gather(-1, index).squeeze(-1)
-
-
-def sample_tokens(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]) -> list[int]:
-    """One token per row: argmax where temperature is 0, else top-p sampling at the row's
-    temperature with one uniform draw from the row's generator."""
-    tokens = logits.argmax(dim=-1)
-    rows = [i for i, p in enumerate(params) if p.temperature > 0]
-    if rows:
-        index = torch.tensor(rows, device=logits.device)
-        temperature = torch.tensor([params[i].temperature for i in rows], device=logits.device)
-        top_p = torch.tensor([[params[i].top_p] for i in rows], device=logits.device)
-        probs = torch.softmax(logits[index].float() / temperature.unsqueeze(-1), dim=-1)
-        uniform = torch.cat([torch.rand(1, generator=generators[i]) for i in rows]).to(logits.device)
-        sorted_probs, sorted_ids = _nucleus(probs, top_p)
-        tokens[index] = _inverse_cdf(sorted_probs, sorted_ids, uniform)
-    return tokens.tolist()
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator(device="cpu").manual_seed(seed)
-
-
-# ---------------------------------------------------------------------------------------------
 # The running batch.
 
 
@@ -243,7 +191,7 @@ class HFEngine:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         _check_full_attention(model)
         if device is not None or dtype is not None:
-            model = model.to(device=device, dtype=_torch_dtype(dtype))
+            model = model.to(device=device, dtype=resolve_dtype(dtype))
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.max_batch_size = max_batch_size
@@ -267,15 +215,7 @@ class HFEngine:
         """Load an HF model directory or a `.gguf` file: by default bfloat16 on CUDA when
         available, else float32 on CPU (GGUF weights are dequantized on load). `dtype` may be a
         torch dtype or its name ("bfloat16")."""
-        from transformers import AutoModelForCausalLM
-
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = _torch_dtype(dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        path = Path(path)
-        if path.is_file() and path.suffix == ".gguf":
-            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        model, device, _ = load_causal_lm(path, device, dtype)
         return cls(model, device=device, max_batch_size=max_batch_size)
 
     # -- the Engine interface ------------------------------------------------------------------
@@ -285,11 +225,11 @@ class HFEngine:
             raise ValueError(f"request id {request.request_id!r} is already in use")
         if not request.prompt_token_ids:
             raise ValueError(f"request {request.request_id!r} has an empty prompt")
-        self._check_token_ids(request.request_id, request.prompt_token_ids)
+        check_token_ids(request.request_id, request.prompt_token_ids, self.vocab_size)
         seq = _Sequence(
             request_id=request.request_id,
             params=request.params,
-            generator=_generator(request.params.seed),
+            generator=generator_for(request.params.seed),
             pending_token_ids=tuple(request.prompt_token_ids),
         )
         self._seqs[seq.request_id] = seq
@@ -299,9 +239,9 @@ class HFEngine:
         seq = self._seqs.get(request_id)
         if seq is None or seq.status is not _Status.PAUSED:
             raise ValueError(f"request {request_id!r} is not paused after a stop; only such a request can be extended")
-        self._check_token_ids(request_id, token_ids)
+        check_token_ids(request_id, token_ids, self.vocab_size)
         if params.seed != seq.params.seed:
-            seq.generator = _generator(params.seed)
+            seq.generator = generator_for(params.seed)
         seq.params = params
         seq.pending_token_ids += tuple(token_ids)
         seq.num_generated_tokens = 0
@@ -332,11 +272,6 @@ class HFEngine:
         self._batch = _Batch()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-
-    def _check_token_ids(self, request_id: str, token_ids: tuple[int, ...]) -> None:
-        bad = [t for t in token_ids if not 0 <= t < self.vocab_size]
-        if bad:
-            raise ValueError(f"request {request_id!r} has token ids outside a vocabulary of {self.vocab_size}: {bad[:5]}")
 
     # -- introspection -------------------------------------------------------------------------
 
@@ -495,15 +430,6 @@ class HFEngine:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         return [Delta(s.request_id, (), "error", message) for s in seqs]
-
-
-def _torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    resolved = getattr(torch, dtype, None)
-    if not isinstance(resolved, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use a torch dtype name such as 'bfloat16' or 'float32'")
-    return resolved
 
 
 def _check_full_attention(model: PreTrainedModel) -> None:

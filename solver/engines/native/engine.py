@@ -8,7 +8,7 @@ Guaranteed (besides `solver.engines.base`):
 - greedy output equals transformers' `generate` on the same tokens (CPU float32), alone, batched,
   with shared prefixes, across `extend` and after aborts of other requests;
 - a request's draws come from its own CPU generator seeded with `params.seed` (via
-  `solver.engines.hf.sample_tokens`), so they do not depend on the rest of the batch;
+  `solver.engines.sampling.sample_tokens`), so they do not depend on the rest of the batch;
 - requests with a common prompt share its full KV blocks (see `block_manager`); `extend`
   prefills only the tokens not yet cached;
 - `abort` frees a request's blocks at once; when memory runs out the scheduler evicts or
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from solver.engines.base import Delta, EngineStats, FinishReason, Request, SamplingParams
-from solver.engines.hf import sample_tokens
+from solver.engines.base import Delta, EngineStats, FinishReason, Request, SamplingParams, check_token_ids
+from solver.engines.sampling import generator_for, sample_tokens
 
 from .block_manager import BlockManager
 from .config import EngineConfig, ModelShape
@@ -41,7 +41,7 @@ from .model import CausalLM, from_hf
 from .drafter_runtime import DraftProposer, check_compatible
 from .model_runner import ModelRunner, num_kv_blocks
 from .scheduler import Scheduler
-from .sequence import Sequence, SequenceStatus, generator_for
+from .sequence import Sequence, SequenceStatus
 from .speculative import accept
 
 CPU_KV_CACHE_BYTES = 4 << 30  # default cap of the cache on CPU
@@ -111,18 +111,10 @@ class NativeEngine:
         """Load an HF directory or a `.gguf` file through transformers' own loaders (GGUF is
         dequantized), then build the engine: bfloat16 on CUDA when available, else float32.
         `drafter_dir`: an exported ReDrafter drafter (`build.drafter.export`) for speculation."""
-        from transformers import AutoModelForCausalLM
+        from solver.engines.checkpoint import load_causal_lm
 
-        from solver.engines.hf import _torch_dtype
-
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = _torch_dtype(dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        path = Path(path)
         print(f"native engine: loading {path} ...", file=sys.stderr)
-        if path.is_file() and path.suffix == ".gguf":
-            model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        model, device, dtype = load_causal_lm(path, device, dtype)
         drafter = None
         if drafter_dir is not None:
             from build.drafter.export import load_drafter
@@ -137,7 +129,7 @@ class NativeEngine:
             raise ValueError(f"request id {request.request_id!r} is already in use")
         if not request.prompt_token_ids:
             raise ValueError(f"request {request.request_id!r} has an empty prompt")
-        self._check_token_ids(request.request_id, request.prompt_token_ids)
+        check_token_ids(request.request_id, request.prompt_token_ids, self.vocab_size)
         seq = Sequence(request.request_id, request.params, generator_for(request.params.seed), list(request.prompt_token_ids))
         self._seqs[seq.request_id] = seq
         if seq.num_tokens > self.max_model_len:
@@ -150,7 +142,7 @@ class NativeEngine:
         seq = self._seqs.get(request_id)
         if seq is None or seq.status is not SequenceStatus.PAUSED:
             raise ValueError(f"request {request_id!r} is not paused after a stop; only such a request can be extended")
-        self._check_token_ids(request_id, token_ids)
+        check_token_ids(request_id, token_ids, self.vocab_size)
         if params.seed != seq.params.seed:
             seq.generator = generator_for(params.seed)
         seq.params = params
@@ -332,10 +324,6 @@ class NativeEngine:
         self._seqs.pop(seq.request_id, None)
         return Delta(seq.request_id, (), reason, error)
 
-    def _check_token_ids(self, request_id: str, token_ids) -> None:
-        bad = [t for t in token_ids if not 0 <= t < self.vocab_size]
-        if bad:
-            raise ValueError(f"request {request_id!r} has token ids outside a vocabulary of {self.vocab_size}: {bad[:5]}")
 
 
 def _choose_attention(config: EngineConfig, model, device: torch.device) -> str:

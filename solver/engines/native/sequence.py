@@ -52,7 +52,3 @@ class Sequence:
     def last_token_id(self) -> int:
         return self.token_ids[-1]
 
-
-def generator_for(seed: int) -> torch.Generator:
-    """A CPU generator: one uniform draw per sampled token, independent of batch and device."""
-    return torch.Generator(device="cpu").manual_seed(seed)

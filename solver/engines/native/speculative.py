@@ -13,7 +13,7 @@ drafts are kept (k) and the one token that follows them:
   Chen et al. 2023), whatever q is, as long as the drafts were drawn from q.
 
 `warp` is the one definition of "the distribution at this temperature and top-p" for both the
-model and the drafter, equal to what `solver.engines.hf.sample_tokens` samples from: softmax of
+model and the drafter, equal to what `solver.engines.sampling.sample_tokens` samples from: softmax of
 logits / temperature, then the smallest set of most likely tokens whose mass reaches top_p
 (the most likely token always stays), renormalised.
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from solver.engines.base import SamplingParams
 from solver.engines.native.block_manager import DEFER, BlockManager
-from solver.engines.native.sequence import Sequence, generator_for
+from solver.engines.native.sequence import Sequence
+from solver.engines.sampling import generator_for
 
 
 def seq(tokens: list[int]) -> Sequence:

@@ -1,0 +1,61 @@
+"""Sampling shared by the torch backends: greedy, top-p, one uniform draw per token, and the
+nucleus taken from the top candidates. Run: python -m pytest tests/solver/engines/test_sampling.py -q"""
+
+import pytest
+import torch
+
+from solver.engines import sampling
+from solver.engines.base import SamplingParams
+from solver.engines.sampling import inverse_cdf, sample_tokens
+
+
+@pytest.mark.parametrize(
+    ("logits", "params", "expected"),
+    [
+        ([0.0, 3.0, 1.0], SamplingParams(max_tokens=1, temperature=0.0), 1),
+        ([0.0, 3.0, 1.0], SamplingParams(max_tokens=1, temperature=1.0, top_p=0.01), 1),
+        ([5.0, 0.0, 4.9], SamplingParams(max_tokens=1, temperature=0.01, top_p=1.0), 0),
+        ([-1e9, -1e9, 0.0], SamplingParams(max_tokens=1, temperature=2.0, top_p=1.0), 2),
+    ],
+)
+def test_sample_tokens_table(logits, params, expected):
+    generator = torch.Generator().manual_seed(0)
+    assert sample_tokens(torch.tensor([logits]), [params], [generator]) == [expected]
+
+
+def test_sample_tokens_follows_the_distribution():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
+    params = [SamplingParams(max_tokens=1, temperature=1.0, top_p=1.0)]
+    generator = torch.Generator().manual_seed(0)
+    draws = [sample_tokens(logits, params, [generator])[0] for _ in range(4000)]
+    frequencies = [draws.count(t) / len(draws) for t in range(3)]
+    assert frequencies == pytest.approx([0.5, 0.3, 0.2], abs=0.03)
+    # top_p 0.6 keeps the tokens whose preceding mass is below 0.6: the first two.
+    params = [SamplingParams(max_tokens=1, temperature=1.0, top_p=0.6)]
+    assert {sample_tokens(logits, params, [generator])[0] for _ in range(500)} == {0, 1}
+
+
+def test_inverse_cdf_never_picks_a_token_outside_the_nucleus():
+    sorted_probs = torch.tensor([[0.5, 0.5, 0.0, 0.0]])
+    sorted_ids = torch.tensor([[7, 3, 1, 2]])
+    picks = inverse_cdf(sorted_probs.expand(3, -1), sorted_ids.expand(3, -1), torch.tensor([0.0, 0.5, 1.0]))
+    assert picks.tolist() == [7, 3, 3]
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.95, 1.0])
+def test_nucleus_from_candidates_equals_the_full_sort(top_p, monkeypatch):
+    monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", 64)
+    torch.manual_seed(0)
+    widths = set()
+    for scale in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0):  # flat to peaked distributions
+        probs = torch.softmax(torch.randn(1, 5000) * scale, dim=-1)
+        limit = torch.full((1, 1), top_p)
+        kept, ids = sampling.nucleus(probs, limit)
+        full_sorted, full_ids = probs.sort(dim=-1, descending=True)
+        full_kept = full_sorted.masked_fill(full_sorted.cumsum(-1) - full_sorted >= limit, 0.0)
+        width = kept.shape[-1]
+        widths.add(width)
+        assert torch.equal(kept, full_kept[:, :width]) and not full_kept[:, width:].any()
+        assert torch.equal(ids[kept > 0], full_ids[:, :width][kept > 0])
+    # both paths ran: candidates only where they hold top_p, the whole sort otherwise
+    assert widths == ({64, 5000} if top_p < 1 else {5000})
