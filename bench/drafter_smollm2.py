@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from build.drafter.data import encode_example  # noqa: E402
 from build.drafter.export import load_drafter  # noqa: E402
 from build.drafter.loop import LoopConfig, evaluate  # noqa: E402
+from solver.engines.checkpoint import load_causal_lm  # noqa: E402
 from solver.prompt import prompt_text  # noqa: E402
 
 NAMES = ["Ana", "Ben", "Chen", "Dana", "Eli", "Fatima", "Gus", "Hana", "Ivan", "Jo"]
@@ -89,9 +90,8 @@ def main() -> None:
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: a smoke test only
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(str(args.gguf.parent), gguf_file=args.gguf.name, dtype=dtype).to(device).eval()
+    model, device, dtype = load_causal_lm(args.gguf)  # bfloat16 on CUDA; on the CPU a smoke test only
+    model = model.to(device).eval()
     base_dir = args.out / "base"
     plain = AutoModelForCausalLM.from_config(model.config, dtype=dtype)  # a GGUF-loaded model refuses save_pretrained
     plain.load_state_dict(model.state_dict())
