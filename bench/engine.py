@@ -201,6 +201,73 @@ def run_transformers(model, weights_b: int, bw: float, num_samples: int, prompt_
                (weights_b + kv) / 1e9, floor_ms, step_ms, 100 * floor_ms / step_ms)  # fmt: skip
 
 
+def profile_step(engine: NativeEngine, precision: str, num_samples: int, prompt_len: int) -> dict:
+    """Where one decode step's time goes at `num_samples` rows, mid-generation: the whole step
+    (wall), the CUDA-graph replay alone and sampling alone (CUDA events), and the heaviest kernels
+    of one replay (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from solver.engines.sampling import sample_tokens
+
+    gen = torch.Generator().manual_seed(prompt_len)
+    prompt = tuple(torch.randint(10, engine.vocab_size - 10, (prompt_len,), generator=gen).tolist())
+    for i in range(num_samples):
+        engine.add(Request(f"p{i}", prompt, SamplingParams(max_tokens=10_000, temperature=0.6, top_p=0.95, seed=i)))
+    while engine.scheduler.waiting:
+        engine.step()
+    for _ in range(20):
+        engine.step()
+    walls = []
+    for _ in range(30):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        engine.step()
+        torch.cuda.synchronize()
+        walls.append(time.perf_counter() - t0)
+    seqs = list(engine.scheduler.running)
+    graphs = engine.runner.graphs
+    size = next(b for b in graphs.batch_sizes if b >= len(seqs))
+
+    def cuda_ms(fn, repeats=20) -> float:
+        fn()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(repeats):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / repeats
+
+    replay_ms = cuda_ms(graphs.graphs[size].replay)
+    logits = engine.runner.decode(seqs)
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    params = [s.params for s in seqs]
+    generators = [torch.Generator().manual_seed(i) for i in range(len(seqs))]
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(20):
+        sample_tokens(logits, params, generators)
+    sample_ms = (time.perf_counter() - t0) * 1e3 / 20
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        graphs.graphs[size].replay()
+        torch.cuda.synchronize()
+    kernels: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type.name == "CUDA":
+            kernels.setdefault(event.name[:90], []).append(event.device_time_total / 1e3)
+    top = sorted(((sum(v), len(v), k) for k, v in kernels.items()), reverse=True)[:14]
+    for i in range(num_samples):
+        engine.abort(f"p{i}")
+    result = {
+        "precision": precision, "samples": num_samples, "step_wall_ms": round(1e3 * sorted(walls)[len(walls) // 2], 3),
+        "replay_ms": round(replay_ms, 3), "sample_wall_ms": round(sample_ms, 3),
+        "kernels_in_replay": sum(len(v) for v in kernels.values()), "kernel_ms_sum": round(sum(sum(v) for v in kernels.values()), 3),
+        "top_kernels": [(round(ms, 3), n, name) for ms, n, name in top],
+    }  # fmt: skip
+    log(json.dumps(result, indent=1))
+    return result
+
+
 def print_table(rows: list[Row]) -> None:
     log("\n| engine | precision | samples | context (prompt+new) | total s | batch tok/s | tok/s per sample | GB/step | floor ms | step ms | % of memory limit |")
     log("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -222,6 +289,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--long-prompt-tokens", type=int, default=7000, help="prompt of the long-context point (0: skip)")
     parser.add_argument("--tutorial", action="store_true", help="also 12 samples of ~5,000 tokens, stop after 10")
     parser.add_argument("--no-fp8", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="only profile one decode step per precision at 16 samples")
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json")
     return parser.parse_args()
 
@@ -248,7 +316,7 @@ def main() -> None:
     log(f"random 14B-shaped model on the GPU in {time.perf_counter() - t0:.1f} s")
     rows: list[Row] = []
     weights_b = sum(p.numel() * 2 for n, p in hf.named_parameters() if "embed_tokens" not in n)
-    for n in args.samples:
+    for n in [] if args.profile else args.samples:
         try:
             rows.append(run_transformers(hf, weights_b, bw, n, args.prompt_tokens, args.baseline_new_tokens))
             log(rows[-1])
@@ -270,6 +338,12 @@ def main() -> None:
         log(f"{precision} engine: {engine.block_manager.num_blocks} blocks, attention {engine.attention_backend}, built in {time.perf_counter() - t0:.1f} s")
         wb = weight_bytes(native)
         run_workload(engine, wb, bw, precision, 2, 100, [8, 8])  # warm-up
+        if args.profile:
+            checks[f"profile_{precision}"] = [profile_step(engine, precision, n, args.prompt_tokens) for n in args.samples]
+            engine.close()
+            del engine
+            torch.cuda.empty_cache()
+            continue
         for n in args.samples:
             rows.append(run_workload(engine, wb, bw, precision, n, args.prompt_tokens, [args.new_tokens] * n))
             log(rows[-1])

@@ -14,6 +14,10 @@
    engine step at 16 samples without speculation (decode) and with L = 3 (draft + verify of 4
    tokens per sample + acceptance), and the speedup those imply at given tokens per step: a
    projection, not a measurement of a trained drafter.
+3. `--gpu-check`: tiny float32 models with drafts (greedy against transformers' `generate`, and a
+   sampled run through the graph-captured sampled draft loop), and the CUDA-graph draft loop of
+   a random drafter against the eager loop at several batch sizes, greedy and sampled: same
+   drafts, same distributions up to 1e-5.
 """
 
 from __future__ import annotations
@@ -225,14 +229,89 @@ def gpu_check() -> dict:
             for name, p in PROMPTS.items():
                 engine.add(Request(name, p, SamplingParams(max_tokens=40, temperature=0.0)))
             out: dict[str, list[int]] = {}
+            finish: dict[str, str] = {}
             while engine.has_work():
                 for delta in engine.step():
                     out.setdefault(delta.request_id, []).extend(delta.token_ids)
+                    if delta.finish_reason:
+                        finish[delta.request_id] = delta.finish_reason
             same = sum(a == b for n in refs for a, b in zip(out[n], refs[n])) / sum(len(r) for r in refs.values())
             results[arch][label] = {"equal_to_generate": same, "tokens_per_step": engine.stats.extra.get("spec_tokens_per_step"),
-                                    "attention": engine.attention_backend, "graphs": engine.runner.graphs is not None}  # fmt: skip
+                                    "attention": engine.attention_backend, "graphs": engine.runner.graphs is not None,
+                                    "kv_blocks": engine.block_manager.num_blocks, "finish": sorted(set(finish.values())),
+                                    "draft_graphs": d is not None and engine.proposer.graphs is not None}  # fmt: skip
+            engine.close()  # before the next engine sizes its KV cache from free memory
+            del engine
+        results[arch]["sampled_drafts"] = sampled_run(model, drafter, config, PROMPTS)
         log(f"gpu check {arch}: {json.dumps(results[arch])}")
+    results["propose_graphs"] = propose_graph_check()
     return results
+
+
+def sampled_run(model, drafter, config: EngineConfig, prompts: dict) -> dict:
+    """Sampled requests through the engine with drafts (the sampled draft graph and `accept`'s
+    sampled branch on the GPU): every request runs to max_tokens, some drafts are kept."""
+    engine = NativeEngine(model, config=config, drafter=drafter)
+    for i in range(12):
+        prompt = list(prompts.values())[i % len(prompts)]
+        engine.add(Request(f"s{i}", prompt, SamplingParams(max_tokens=30, temperature=0.8, top_p=0.95, seed=i)))
+    lengths: dict[str, int] = {}
+    while engine.has_work():
+        for delta in engine.step():
+            lengths[delta.request_id] = lengths.get(delta.request_id, 0) + len(delta.token_ids)
+    extra = dict(engine.stats.extra)
+    engine.close()
+    return {"all_ran_to_max_tokens": len(lengths) == 12 and all(n == 30 for n in lengths.values()),
+            "tokens_per_step": extra.get("spec_tokens_per_step"), "acceptance": extra.get("spec_acceptance_rate")}  # fmt: skip
+
+
+def propose_graph_check() -> dict:
+    """A random float32 drafter (vocabulary above the 1,024 nucleus candidates) on the GPU: the
+    CUDA-graph draft loop against the eager one at batch sizes that hit a graph size exactly, are
+    padded, or exceed the largest (eager), greedy and sampled (mixed temperatures and top-p).
+    `ok`: the same drafts and distributions within 1e-5 as the eager loop on the same padded
+    batch (same GEMM shapes, so any difference is the graph's). `ok_unpadded`: the same against
+    the eager loop on the real rows alone, where GEMMs of another batch size may round
+    differently (a rare draft may then flip at a near tie; see the cases)."""
+    from solver.engines.native.drafter_runtime import DraftProposer
+
+    torch.manual_seed(0)
+    hidden, vocab, width, sizes = 64, 4096, 3, (1, 2, 4, 8, 16, 32)
+    with torch.device("cuda"):
+        drafter = Drafter(DrafterConfig.for_base(hidden, vocab, num_draft_tokens=width)).eval()
+        embed = torch.randn(vocab, hidden)
+    with torch.no_grad():
+        drafter.lm_head[-1].weight.mul_(10.0)  # from near-uniform to a spread of peaked and flat rows
+    eager, graphed = DraftProposer(drafter, embed, width), DraftProposer(drafter, embed, width)
+    graphed.enable_graphs(sizes)
+    cases = []
+    for rows in (1, 3, 8, 13, 32, 40):
+        for sampled in (False, True):
+            gen = torch.Generator(device="cuda").manual_seed(rows)
+            context = torch.randn(rows, hidden, device="cuda", generator=gen)
+            last = torch.randint(0, vocab, (rows,), device="cuda", generator=gen)
+            temperature = torch.tensor([(0.0, 0.7, 1.0)[i % 3] if sampled else 0.0 for i in range(rows)], device="cuda")
+            top_p = torch.tensor([(0.95, 1.0, 0.5)[i % 3] for i in range(rows)], device="cuda")
+            uniforms = torch.rand(rows, width, device="cuda", generator=gen) if sampled else None
+            want = eager.propose(context, last, temperature, top_p, uniforms)
+            got = [None if t is None else t.clone() for t in graphed.propose(context, last, temperature, top_p, uniforms)]
+            pad = next((b for b in sizes if b >= rows), rows) - rows  # as `DraftGraphs.run` pads
+            padded = eager.propose(
+                torch.cat([context, context.new_zeros(pad, hidden)]), torch.cat([last, last.new_zeros(pad)]),
+                torch.cat([temperature, temperature.new_zeros(pad)]), torch.cat([top_p, top_p.new_ones(pad)]),
+                None if uniforms is None else torch.cat([uniforms, uniforms.new_zeros(pad, width)]),
+            )
+            case = {"rows": rows, "sampled": sampled, "graph": rows <= sizes[-1],
+                    "drafts_equal": torch.equal(got[0], want[0]), "drafts_equal_padded": torch.equal(got[0], padded[0][:rows])}  # fmt: skip
+            if sampled:
+                case["q_max_diff"] = (got[1] - want[1]).abs().max().item()
+                case["q_max_diff_padded"] = (got[1] - padded[1][:rows]).abs().max().item()
+                case["q_rows_sum_to_1"] = bool(torch.allclose(got[1].sum(dim=-1), torch.ones(rows, width, device="cuda"), atol=1e-5))
+            cases.append(case)
+    ok = all(c["drafts_equal_padded"] and c.get("q_max_diff_padded", 0.0) <= 1e-5 and c.get("q_rows_sum_to_1", True) for c in cases)
+    ok_unpadded = all(c["drafts_equal"] and c.get("q_max_diff", 0.0) <= 1e-5 for c in cases)
+    log(f"gpu check propose graphs: ok={ok} ok_unpadded={ok_unpadded} {json.dumps(cases)}")
+    return {"ok": ok, "ok_unpadded": ok_unpadded, "cases": cases}
 
 
 # -- smoke ---------------------------------------------------------------------------------------
@@ -256,7 +335,7 @@ def smoke() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--gpu-check", action="store_true", help="tiny fp32 models: greedy with drafts vs generate")
+    parser.add_argument("--gpu-check", action="store_true", help="tiny fp32 models: greedy with drafts vs generate; graph vs eager draft loop")
     parser.add_argument("--base", type=Path)
     parser.add_argument("--drafter", type=Path)
     parser.add_argument("--samples", type=int, nargs="+", default=[16, 64])

@@ -45,20 +45,59 @@ def inverse_cdf(sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, uniform: t
     return sorted_ids.gather(-1, index).squeeze(-1)
 
 
+def draw_uniforms(params: list[SamplingParams], generators: list[torch.Generator]) -> list[float]:
+    """One uniform per sampled row from its own generator (0.0 for greedy rows, which draw nothing)."""
+    return [float(torch.rand(1, generator=g)) if p.temperature > 0 else 0.0 for p, g in zip(params, generators)]
+
+
+def sample_candidates(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """The tokens of `sample_tokens`, without any host synchronisation (so a CUDA graph can hold
+    it): logits [rows, V]; temperature, top_p, uniform [rows] float32. Returns token ids [rows],
+    or -1 for a sampled row whose `NUCLEUS_CANDIDATES` most likely tokens hold less than top_p
+    (the caller finishes those rows with `complete`)."""
+    greedy = logits.argmax(dim=-1)
+    sampled = temperature > 0
+    safe_t = torch.where(sampled, temperature, torch.ones_like(temperature))
+    probs = torch.softmax(logits.float() / safe_t.unsqueeze(-1), dim=-1)
+    cand_probs, cand_ids = probs.topk(min(NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)
+    cumulative = cand_probs.cumsum(dim=-1)
+    held = cumulative[:, -1] >= top_p
+    kept = cand_probs.masked_fill(cumulative - cand_probs >= top_p.unsqueeze(-1), 0.0)
+    drawn = torch.where(held, inverse_cdf(kept, cand_ids, uniform), -1)
+    return torch.where(sampled, drawn, greedy)
+
+
+def complete(logits: torch.Tensor, tokens: list[int], temperature: list[float], top_p: list[float], uniform: list[float]) -> list[int]:
+    """Fill the -1 rows of `sample_candidates` by sorting their whole vocabulary (same uniform)."""
+    rows = [i for i, t in enumerate(tokens) if t < 0]
+    if rows:
+        device = logits.device
+        index = torch.tensor(rows, device=device)
+        t = torch.tensor([temperature[i] for i in rows], device=device)
+        probs = torch.softmax(logits[index].float() / t.unsqueeze(-1), dim=-1)
+        sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
+        cumulative = sorted_probs.cumsum(dim=-1)
+        p = torch.tensor([[top_p[i]] for i in rows], device=device)
+        sorted_probs = sorted_probs.masked_fill(cumulative - sorted_probs >= p, 0.0)
+        drawn = inverse_cdf(sorted_probs, sorted_ids, torch.tensor([uniform[i] for i in rows], device=device)).tolist()
+        tokens = list(tokens)
+        for i, token in zip(rows, drawn):
+            tokens[i] = token
+    return tokens
+
+
+def sampling_inputs(params: list[SamplingParams], generators: list[torch.Generator]) -> tuple[list[float], list[float], list[float]]:
+    """(temperature, top_p, uniform) per row, the uniforms drawn now from each row's generator."""
+    return [p.temperature for p in params], [p.top_p for p in params], draw_uniforms(params, generators)
+
+
 def sample_tokens(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]) -> list[int]:
     """One token per row: argmax where temperature is 0, else top-p sampling at the row's
     temperature with one uniform draw from the row's generator."""
-    tokens = logits.argmax(dim=-1)
-    rows = [i for i, p in enumerate(params) if p.temperature > 0]
-    if rows:
-        index = torch.tensor(rows, device=logits.device)
-        temperature = torch.tensor([params[i].temperature for i in rows], device=logits.device)
-        top_p = torch.tensor([[params[i].top_p] for i in rows], device=logits.device)
-        probs = torch.softmax(logits[index].float() / temperature.unsqueeze(-1), dim=-1)
-        uniform = torch.cat([torch.rand(1, generator=generators[i]) for i in rows]).to(logits.device)
-        sorted_probs, sorted_ids = nucleus(probs, top_p)
-        tokens[index] = inverse_cdf(sorted_probs, sorted_ids, uniform)
-    return tokens.tolist()
+    temperature, top_p, uniform = sampling_inputs(params, generators)
+    as_tensor = lambda values: torch.tensor(values, dtype=torch.float32, device=logits.device)  # noqa: E731
+    tokens = sample_candidates(logits, as_tensor(temperature), as_tensor(top_p), as_tensor(uniform)).tolist()
+    return complete(logits, tokens, temperature, top_p, uniform)
 
 
 def generator_for(seed: int) -> torch.Generator:

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from solver.engines.base import Delta, EngineStats, FinishReason, Request, SamplingParams, check_token_ids
-from solver.engines.sampling import generator_for, sample_tokens
+from solver.engines.sampling import complete, generator_for, sample_tokens, sampling_inputs
 
 from .block_manager import BlockManager
 from .config import EngineConfig, ModelShape
@@ -77,20 +77,22 @@ class NativeEngine:
             from .fp8 import quantize_where_faster
 
             self.fp8_choice = quantize_where_faster(native, batch_size=min(config.max_num_seqs, 16))
-        blocks = num_kv_blocks(config, shape, self.max_model_len, self.device, native.embed.element_size())
-        if self.device.type == "cpu" and config.num_kv_blocks is None:
-            blocks = min(blocks, 1 + CPU_KV_CACHE_BYTES // (config.block_size * shape.kv_bytes_per_token(native.embed.element_size())))
         self.proposer = None
-        if drafter is not None:
+        if drafter is not None:  # on the device before the KV cache takes what is left
             check_compatible(drafter, shape)
             num_draft_tokens = config.num_draft_tokens or drafter.config.num_draft_tokens or DEFAULT_DRAFT_TOKENS
             self.proposer = DraftProposer(drafter.to(self.device, native.embed.dtype), native.embed, num_draft_tokens)
+        blocks = num_kv_blocks(config, shape, self.max_model_len, self.device, native.embed.element_size())
+        if self.device.type == "cpu" and config.num_kv_blocks is None:
+            blocks = min(blocks, 1 + CPU_KV_CACHE_BYTES // (config.block_size * shape.kv_bytes_per_token(native.embed.element_size())))
         lookahead = self.proposer.num_draft_tokens if self.proposer else 0
         self.runner = ModelRunner(native, config, self.max_model_len, blocks, with_hidden=self.proposer is not None)
         self.attention_backend = _choose_attention(config, native, self.device)
         if self.device.type == "cuda" and config.cuda_graph_batch_sizes:
             max_rows = config.max_num_seqs * (1 + lookahead)
             self.runner.enable_graphs(tuple(b for b in config.cuda_graph_batch_sizes if b <= max_rows))
+            if self.proposer is not None:
+                self.proposer.enable_graphs(tuple(b for b in config.cuda_graph_batch_sizes if b <= config.max_num_seqs))
         self.block_manager = BlockManager(blocks, config.block_size)
         self.scheduler = Scheduler(config, self.block_manager, num_lookahead=lookahead, max_model_len=self.max_model_len)
         self.vocab_size = shape.vocab_size
@@ -190,19 +192,19 @@ class NativeEngine:
     # -- one step ------------------------------------------------------------------------------
 
     def _run(self, forward, batch, seqs: list[Sequence], sampled: list[Sequence]) -> list[Delta]:
-        """Run `forward(batch)` and sample for `sampled`; if it fails (e.g. out of memory) every
-        sequence of the batch ends with "error" and the engine goes on."""
+        """Run `forward(batch)`, which returns one token for each of `sampled`; if it fails (e.g.
+        out of memory) every sequence of the batch ends with "error" and the engine goes on."""
         try:
             with torch.inference_mode():
-                logits = forward(batch)
+                tokens = forward(batch)
         except RuntimeError as exc:
             message = f"{type(exc).__name__}: {exc}"
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             return [self._end(s, "error", message) for s in seqs]
-        return self._accept(sampled, logits)
+        return [self._emit(seq, [token]) for seq, token in zip(sampled, tokens)]
 
-    def _prefill(self, chunks) -> torch.Tensor:
+    def _prefill(self, chunks) -> list[int]:
         logits = self.runner.prefill(chunks)
         if self.proposer is not None:
             logits, hidden = logits
@@ -211,20 +213,16 @@ class NativeEngine:
         for chunk in chunks:
             self.stats.num_prefill_tokens += chunk.end - chunk.start
             chunk.seq.num_cached_tokens = chunk.end
-        return logits
+        last = [c.seq for c in chunks if c.is_last]
+        return sample_tokens(logits, [s.params for s in last], [s.generator for s in last]) if last else []
 
-    def _decode(self, seqs: list[Sequence]) -> torch.Tensor:
-        logits = self.runner.decode(seqs)
+    def _decode(self, seqs: list[Sequence]) -> list[int]:
+        temperature, top_p, uniform = sampling_inputs([s.params for s in seqs], [s.generator for s in seqs])
+        logits, tokens = self.runner.decode(seqs, (temperature, top_p, uniform))
         self.stats.num_decode_steps += 1
         for seq in seqs:
             seq.num_cached_tokens += 1
-        return logits
-
-    def _accept(self, seqs: list[Sequence], logits: torch.Tensor) -> list[Delta]:
-        if not seqs:
-            return []
-        tokens = sample_tokens(logits, [s.params for s in seqs], [s.generator for s in seqs])
-        return [self._emit(seq, [token]) for seq, token in zip(seqs, tokens)]
+        return complete(logits, tokens.tolist(), temperature, top_p, uniform)
 
     def _emit(self, seq: Sequence, tokens: list[int]) -> Delta:
         """Append `tokens` one by one until a finish rule fires; apply the transition."""
@@ -277,12 +275,22 @@ class NativeEngine:
 
     def _verify(self, seqs: list[Sequence]) -> tuple[list[int], list[int], list[list[int]]]:
         """(accepted drafts, next token, drafts) per sequence. Drafts stop short of `max_tokens`
-        and of the context limit, so the kept run never needs truncating for length."""
+        and of the context limit, so the kept run never needs truncating for length.
+
+        Every host-built tensor goes to the device before the drafter runs: a copy from host
+        memory waits for the queued GPU work, so none may come after the verify forward. The
+        host waits on the GPU only for the drafts (the runner takes them as lists), for the
+        nucleus decision in `accept` when some row is sampled, and for the results."""
         device, width = self.device, self.proposer.num_draft_tokens
         num_drafts = [
             max(0, min(s.num_lookahead_slots, s.params.max_tokens - s.num_generated_tokens - 1, self.max_model_len - s.num_tokens))
             for s in seqs
         ]
+        # Rows of the flattened verify output into a [seqs, L + 1] grid (short rows repeat their last).
+        starts = [0]
+        for n in num_drafts[:-1]:
+            starts.append(starts[-1] + n + 1)
+        grid = torch.tensor([[start + min(j, n) for j in range(width + 1)] for start, n in zip(starts, num_drafts)], device=device)
         temperature = torch.tensor([s.params.temperature for s in seqs], device=device)
         top_p = torch.tensor([s.params.top_p for s in seqs], device=device)
         # Each sampled request draws 2L + 1 uniforms a step from its own generator, in a fixed
@@ -294,23 +302,19 @@ class NativeEngine:
             uniforms = torch.stack(draws).to(device)
         context = torch.stack([s.draft_context for s in seqs])
         last = torch.tensor([s.last_token_id for s in seqs], device=device)
+        num_drafts_t = torch.tensor(num_drafts, device=device)
         drafts, draft_probs = self.proposer.propose(context, last, temperature, top_p, None if uniforms is None else uniforms[:, :width])
         draft_lists = [d[:n] for d, n in zip(drafts.tolist(), num_drafts)]
         logits, hidden = self.runner.verify(seqs, draft_lists)
         self.stats.num_decode_steps += 1
-        # Rows of the flattened verify output into a [seqs, L + 1] grid (short rows repeat their last).
-        starts = [0]
-        for d in draft_lists[:-1]:
-            starts.append(starts[-1] + len(d) + 1)
-        grid = torch.tensor([[start + min(j, n) for j in range(width + 1)] for start, n in zip(starts, num_drafts)], device=device)
         accepted, next_tokens = accept(
-            logits[grid], drafts, draft_probs, torch.tensor(num_drafts, device=device), temperature, top_p,
-            None if uniforms is None else uniforms[:, width:],
+            logits[grid], drafts, draft_probs, num_drafts_t, temperature, top_p, None if uniforms is None else uniforms[:, width:],
         )
         context_rows = grid.gather(1, accepted.unsqueeze(1)).squeeze(1)
         for seq, h in zip(seqs, hidden[context_rows]):
             seq.draft_context = h
-        return accepted.tolist(), next_tokens.tolist(), draft_lists
+        accepted_list, next_list = torch.stack([accepted, next_tokens]).tolist()
+        return accepted_list, next_list, draft_lists
 
     def _finish_reason(self, seq: Sequence, token: int) -> FinishReason | None:
         if token in seq.params.stop_token_ids:

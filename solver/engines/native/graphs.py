@@ -1,7 +1,9 @@
 """CUDA graphs for decode: one graph per batch size, the batch padded up to the next one.
 
 Static inputs live in buffers sized for the largest batch; `run` copies a step's inputs into
-them and replays. Padded rows feed token 0 at position 0 with a context of one token and write
+them and replays. The sampling inputs (temperature, top-p and each row's uniform draw) are
+inputs too, so a decode graph can end with the sampled tokens (`sampling.sample_candidates`)
+and a step costs one replay and one small copy back. Padded rows feed token 0 at position 0 with a context of one token and write
 their K/V into the scratch block 0, which no sequence owns, so they cannot touch real data.
 The block-table buffer is as wide as the longest allowed sequence: the Triton decode kernel
 reads only each row's real context, so the width costs nothing per step.
@@ -16,7 +18,8 @@ import torch
 
 from .attention import DecodeMeta
 
-DecodeFn = Callable[[torch.Tensor, torch.Tensor, DecodeMeta], torch.Tensor]
+Sampling = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # temperature, top_p, uniform [rows] float32
+DecodeFn = Callable[[torch.Tensor, torch.Tensor, DecodeMeta, Sampling], torch.Tensor | tuple[torch.Tensor, ...]]
 
 
 class DecodeGraphs:
@@ -28,6 +31,7 @@ class DecodeGraphs:
         self.slots = torch.zeros(largest, dtype=torch.int64, device=device)
         self.tables = torch.zeros(largest, max_blocks_per_seq, dtype=torch.int32, device=device)
         self.lens = torch.ones(largest, dtype=torch.int32, device=device)
+        self.sampling = torch.zeros(3, largest, dtype=torch.float32, device=device)  # temperature, top_p, uniform
         self.host_tables = torch.zeros(largest, max_blocks_per_seq, dtype=torch.int32, pin_memory=True)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor | tuple[torch.Tensor, ...]] = {}
@@ -35,7 +39,7 @@ class DecodeGraphs:
         with torch.inference_mode():
             for size in reversed(batch_sizes):
                 meta = DecodeMeta(self.slots[:size], self.tables[:size], self.lens[:size])
-                args = (self.input_ids[:size], self.positions[:size], meta)
+                args = (self.input_ids[:size], self.positions[:size], meta, tuple(self.sampling[:, :size]))
                 decode(*args)  # warm up: compile kernels, allocate workspaces
                 torch.cuda.synchronize(device)
                 graph = torch.cuda.CUDAGraph()
@@ -47,10 +51,21 @@ class DecodeGraphs:
     def fits(self, rows: int) -> bool:
         return rows <= self.batch_sizes[-1]
 
-    def run(self, input_ids: list[int], positions: list[int], slots: list[int], tables: list[list[int]], lens: list[int]) -> torch.Tensor:
+    def run(
+        self,
+        input_ids: list[int],
+        positions: list[int],
+        slots: list[int],
+        tables: list[list[int]],
+        lens: list[int],
+        sampling: tuple[list[float], list[float], list[float]] | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         rows = len(input_ids)
         size = self.batch_sizes[bisect.bisect_left(self.batch_sizes, rows)]
         pad = size - rows
+        if sampling is not None:  # padded rows are greedy
+            values = [list(column) + [0.0] * pad for column in sampling]
+            self.sampling[:, :size].copy_(torch.tensor(values, dtype=torch.float32), non_blocking=True)
         self.input_ids[:size].copy_(torch.tensor(input_ids + [0] * pad), non_blocking=True)
         self.positions[:size].copy_(torch.tensor(positions + [0] * pad), non_blocking=True)
         self.slots[:size].copy_(torch.tensor(slots + [0] * pad), non_blocking=True)
@@ -62,5 +77,5 @@ class DecodeGraphs:
             host[i, : len(table)] = torch.tensor(table, dtype=torch.int32)
         self.tables[:size, :width].copy_(host, non_blocking=True)
         self.graphs[size].replay()
-        out = self.outputs[size]  # logits, or (logits, hidden) when a drafter is attached
+        out = self.outputs[size]  # (logits, tokens), or (logits, hidden) when a drafter is attached
         return tuple(o[:rows] for o in out) if isinstance(out, tuple) else out[:rows]

@@ -14,7 +14,9 @@ unchanged (rows = sequences x (L + 1)); each row reads its sequence's KV again, 
 KV bandwidth (largely absorbed by the L2 cache: the rows of a sequence run side by side).
 
 With `with_hidden` (a drafter is attached) prefill, decode rows and verify also return the
-final-norm hidden states of the same rows: the drafter's context.
+final-norm hidden states of the same rows: the drafter's context. Without it, `decode` given the
+rows' sampling inputs also returns the sampled tokens, computed on the device (inside the
+decode graph on CUDA) by `sampling.sample_candidates`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from solver.engines.sampling import sample_candidates
 
 from .attention import DecodeMeta, PrefillMeta
 from .config import EngineConfig, ModelShape
@@ -45,15 +49,26 @@ class Chunk:
 
 def num_kv_blocks(config: EngineConfig, shape: ModelShape, max_model_len: int, device: torch.device, element_size: int) -> int:
     """The cache size in blocks: configured, from free GPU memory, or on CPU enough for
-    `max_num_seqs` sequences of `max_model_len` (plus the scratch block)."""
+    `max_num_seqs` sequences of `max_model_len` (plus the scratch block). On the GPU, a cache
+    that cannot hold one sequence of `max_model_len` is refused with the memory figures (it
+    usually means another engine in this process still holds the memory)."""
     if config.num_kv_blocks is not None:
         return config.num_kv_blocks
     block_bytes = config.block_size * shape.kv_bytes_per_token(element_size)
-    if device.type == "cuda":
-        free, total = torch.cuda.mem_get_info(device)
-        budget = free - (1 - config.gpu_memory_fraction) * total
-        return max(int(budget // block_bytes), 2)
-    return 1 + config.max_num_seqs * -(-max_model_len // config.block_size)
+    if device.type != "cuda":
+        return 1 + config.max_num_seqs * -(-max_model_len // config.block_size)
+    free, total = torch.cuda.mem_get_info(device)
+    budget = free - (1 - config.gpu_memory_fraction) * total
+    blocks = int(max(budget, 0) // block_bytes)
+    needed = 1 + -(-max_model_len // config.block_size)
+    if blocks < needed:
+        raise ValueError(
+            f"the KV cache would hold {max(blocks - 1, 0) * config.block_size} tokens, fewer than one sequence of "
+            f"max_model_len {max_model_len}: {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB after the weights, "
+            f"gpu_memory_fraction {config.gpu_memory_fraction}. Close other engines in this process first, "
+            "lower max_model_len, raise gpu_memory_fraction or set num_kv_blocks."
+        )
+    return blocks
 
 
 class ModelRunner:
@@ -107,12 +122,14 @@ class ModelRunner:
         return self._head(hidden[self._tensor(last_rows)])
 
     @torch.inference_mode()
-    def decode(self, seqs: list[Sequence]):
-        """Logits [rows, vocab] for one new token of each sequence (its last, not yet cached)."""
-        return self.verify(seqs, [[] for _ in seqs])
+    def decode(self, seqs: list[Sequence], sampling: tuple[list[float], list[float], list[float]] | None = None):
+        """Logits [rows, vocab] for one new token of each sequence (its last, not yet cached);
+        with `sampling` (temperature, top_p, uniform per row) and no drafter: (logits, tokens [rows],
+        -1 where `sampling.complete` must finish the row)."""
+        return self.verify(seqs, [[] for _ in seqs], sampling)
 
     @torch.inference_mode()
-    def verify(self, seqs: list[Sequence], drafts: list[list[int]]):
+    def verify(self, seqs: list[Sequence], drafts: list[list[int]], sampling: tuple[list[float], list[float], list[float]] | None = None):
         """Feed each sequence's last token followed by its drafts; logits [sum(len(d) + 1), vocab]
         for every fed token, sequence by sequence (with `with_hidden`: (logits, hidden)). The
         block tables must cover `num_tokens + len(draft)` tokens."""
@@ -128,14 +145,19 @@ class ModelRunner:
                 tables.append(seq.block_table)
                 context_lens.append(p + 1)
         if self.graphs is not None and self.graphs.fits(len(input_ids)):
-            return self.graphs.run(input_ids, positions, slots, tables, context_lens)
+            out = self.graphs.run(input_ids, positions, slots, tables, context_lens, sampling)
+            return out if sampling is not None or self.with_hidden else out[0]
         width = max(len(t) for t in tables)
         tables = [t + [0] * (width - len(t)) for t in tables]
         meta = DecodeMeta(self._tensor(slots), self._tensor(tables, torch.int32), self._tensor(context_lens, torch.int32))
-        return self._decode_logits(self._tensor(input_ids), self._tensor(positions), meta)
+        inputs = None if sampling is None else tuple(self._tensor(column, torch.float32) for column in sampling)
+        return self._decode_logits(self._tensor(input_ids), self._tensor(positions), meta, inputs)
 
-    def _decode_logits(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: DecodeMeta):
-        return self._head(self.model(input_ids, positions, meta, self.kv_cache))
+    def _decode_logits(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: DecodeMeta, sampling=None):
+        out = self._head(self.model(input_ids, positions, meta, self.kv_cache))
+        if self.with_hidden or sampling is None:
+            return out
+        return out, sample_candidates(out, *sampling)
 
     def _head(self, hidden: torch.Tensor):
         if not self.with_hidden:

@@ -59,3 +59,32 @@ def test_nucleus_from_candidates_equals_the_full_sort(top_p, monkeypatch):
         assert torch.equal(ids[kept > 0], full_ids[:, :width][kept > 0])
     # both paths ran: candidates only where they hold top_p, the whole sort otherwise
     assert widths == ({64, 5000} if top_p < 1 else {5000})
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.95, 1.0])
+def test_candidate_sampling_with_completion_equals_a_full_sort(top_p, monkeypatch):
+    """`sample_tokens` (candidates on the device, the host finishing rows whose candidates miss
+    top_p) takes the same token as sorting every row's whole vocabulary with the same uniform;
+    greedy rows take the argmax and draw nothing."""
+    monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", 64)
+    torch.manual_seed(0)
+    scales = torch.tensor([0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 3.0, 0.25]).unsqueeze(-1)  # flat to peaked rows
+    logits = torch.randn(8, 5000) * scales
+    params = [SamplingParams(max_tokens=1, temperature=0.0 if i == 6 else 0.7, top_p=top_p) for i in range(8)]
+    got = sample_tokens(logits, params, [torch.Generator().manual_seed(i) for i in range(8)])
+    expected = []
+    for i, p in enumerate(params):
+        if p.temperature == 0:
+            expected.append(int(logits[i].argmax()))
+            continue
+        uniform = torch.rand(1, generator=torch.Generator().manual_seed(i))
+        probs = torch.softmax(logits[i : i + 1] / p.temperature, dim=-1)
+        full_sorted, full_ids = probs.sort(dim=-1, descending=True)
+        kept = full_sorted.masked_fill(full_sorted.cumsum(-1) - full_sorted >= top_p, 0.0)
+        expected.append(int(inverse_cdf(kept, full_ids, uniform)))
+    assert got == expected
+    candidates = sampling.sample_candidates(logits / 0.7, torch.ones(8), torch.full((8,), top_p), torch.full((8,), 0.5))
+    if top_p < 1:  # both paths ran
+        assert (candidates < 0).any() and (candidates >= 0).any()
+    else:  # 64 candidates never hold all the mass: every row was finished by a full sort
+        assert (candidates < 0).all()

@@ -18,9 +18,10 @@ import pytest
 import torch
 
 from build.drafter.model import Drafter, DrafterConfig
+from solver.engines import sampling
 from solver.engines.base import Request, SamplingParams
 from solver.engines.native import EngineConfig, NativeEngine
-from solver.engines.native.speculative import accept, sample, warp
+from solver.engines.native.speculative import accept, densify, draft_nucleus, sample, target_nucleus, warp
 from solver.tokenizer import TOOL_CALL_END, TOOL_CALL_START
 
 from test_native_engine import PROMPTS, TOKENIZER, Collector, first_new_position, reference, tiny_model
@@ -109,6 +110,106 @@ def test_accept_without_drafts_samples_the_target_and_greedy_takes_argmax():
     assert 0.5 * (empirical - expected).abs().sum() < tv_tolerance(expected.tolist(), n)
 
 
+def full_sort_warp(logits: torch.Tensor, temperature: float, top_p: torch.Tensor) -> torch.Tensor:
+    """The nucleus by sorting the whole vocabulary: the reference the candidate path must equal."""
+    probs = torch.softmax(logits / temperature, dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    cumulative = sorted_probs.cumsum(dim=-1)
+    kept = sorted_probs.masked_fill(cumulative - sorted_probs >= top_p.unsqueeze(-1), 0.0)
+    return torch.zeros_like(probs).scatter_(-1, order, kept / kept.cumsum(dim=-1)[..., -1:])
+
+
+def sample_tokens_distribution(logits: torch.Tensor, temperature: float, top_p: torch.Tensor) -> torch.Tensor:
+    """What `sampling.sample_tokens` draws from, rows [rows, V], from its own `nucleus`."""
+    probs = torch.softmax(logits / temperature, dim=-1)
+    sorted_probs, ids = sampling.nucleus(probs, top_p.unsqueeze(-1))
+    dense = torch.zeros_like(probs).scatter_(-1, ids, sorted_probs)
+    return dense / dense.sum(dim=-1, keepdim=True)
+
+
+@pytest.mark.parametrize("scale, top_p, candidates_hold", [(4.0, 0.8, True), (4.0, 0.95, True), (0.1, 0.9, False), (0.1, 0.05, True)])
+def test_target_warp_on_candidates_equals_the_full_sort(monkeypatch, scale, top_p, candidates_hold):
+    monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", 16)
+    torch.manual_seed(0)
+    vocab = 300
+    logits = torch.randn(5, vocab) * scale
+    logits[:, :3] += 3 * scale  # peaked rows: the top 16 hold most of the mass
+    top_p_rows = torch.full((5,), top_p)
+    probs, ids = target_nucleus(logits, torch.tensor(0.7), top_p_rows)
+    assert probs.shape[-1] == (16 if candidates_hold else vocab)
+    dense = densify(probs, ids, vocab)
+    assert torch.equal(dense, full_sort_warp(logits, 0.7, top_p_rows))
+    assert torch.equal(dense > 0, sample_tokens_distribution(logits, 0.7, top_p_rows) > 0)
+    torch.testing.assert_close(dense, sample_tokens_distribution(logits, 0.7, top_p_rows), rtol=1e-6, atol=1e-7)
+    assert torch.equal(warp(logits, torch.tensor(0.7), top_p_rows), dense)
+
+
+def test_target_warp_falls_back_to_the_full_sort_when_one_row_needs_it(monkeypatch):
+    monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", 4)
+    torch.manual_seed(0)
+    logits = torch.cat([torch.randn(1, 50) * 8, torch.randn(1, 50) * 0.1])  # peaked row, flat row
+    top_p = torch.tensor([0.5, 0.9])
+    probs, ids = target_nucleus(logits, torch.tensor(1.0), top_p)
+    assert probs.shape[-1] == 50
+    assert torch.equal(densify(probs, ids, 50), full_sort_warp(logits, 1.0, top_p))
+    assert (densify(probs, ids, 50)[1] > 0).sum() > 4  # the flat row's nucleus reaches past 4 candidates
+
+
+def test_draft_warp_is_the_nucleus_within_the_candidates_renormalised(monkeypatch):
+    monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", 4)
+    torch.manual_seed(0)
+    logits = torch.randn(3, 50) * 0.1  # flat: 4 candidates hold far less than top_p
+    probs, ids = draft_nucleus(logits, torch.tensor(1.0), torch.tensor(0.9))
+    assert probs.shape == ids.shape == (3, 4)
+    top, top_ids = torch.softmax(logits, -1).topk(4, dim=-1)
+    assert torch.equal(ids, top_ids)
+    torch.testing.assert_close(probs, top / top.sum(dim=-1, keepdim=True))
+    torch.testing.assert_close(probs.sum(dim=-1), torch.ones(3))
+
+
+def test_greedy_rows_do_not_force_the_full_sort_on_a_sampled_batch(monkeypatch):
+    from solver.engines.native import speculative
+
+    monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", 4)
+    widths = []
+
+    def spy(*args):
+        probs, ids = target_nucleus(*args)
+        widths.append(probs.shape[-1])
+        return probs, ids
+
+    monkeypatch.setattr(speculative, "target_nucleus", spy)
+    torch.manual_seed(0)
+    logits = torch.stack([torch.randn(3, 50) * 0.1, torch.randn(3, 50) * 10])  # greedy row flat, sampled row peaked
+    drafts = logits.argmax(dim=-1)[:, :2]
+    q = torch.nn.functional.one_hot(drafts, 50).float()
+    k, token = accept(logits, drafts, q, torch.tensor([2, 2]), torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.5]), torch.rand(2, 3))
+    assert widths == [4]
+    assert (k[0].item(), token[0].item()) == (2, logits[0, 2].argmax().item())
+
+
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9)])
+def test_accept_keeps_the_target_distribution_with_a_truncated_draft(monkeypatch, temperature, top_p):
+    """q from only 3 candidates (so its support misses tokens p keeps, and the target side falls
+    back to the full sort): the first emitted token still has the model's distribution."""
+    monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", 3)
+    torch.manual_seed(0)
+    vocab, width, n = 8, 3, 60_000
+    target = torch.randn(width + 1, vocab)
+    draft_logits = torch.randn(width, vocab)
+    t, p_ = torch.full((n,), temperature), torch.full((n,), top_p)
+    q_probs, q_ids = draft_nucleus(draft_logits, torch.tensor(temperature), torch.tensor(top_p))
+    q = densify(q_probs, q_ids, vocab).expand(n, width, vocab)
+    drafts = sample(q, torch.rand(n, width))
+    accepted, next_token = accept(target.expand(n, width + 1, vocab), drafts, q, torch.full((n,), width), t, p_, torch.rand(n, width + 1))
+    first = torch.where(accepted > 0, drafts[:, 0], next_token)
+    empirical = torch.bincount(first, minlength=vocab).float() / n
+    expected = full_sort_warp(target[0], temperature, torch.tensor(top_p))
+    tv = 0.5 * (empirical - expected).abs().sum().item()
+    assert tv < tv_tolerance(expected.tolist(), n), (tv, empirical, expected)
+    assert (expected > 0).sum() > (q[0, 0] > 0).sum()  # the draft really misses part of the target's support
+
+
 @pytest.mark.parametrize(
     "argmaxes, drafts, num_drafts, expected",
     [
@@ -121,7 +222,12 @@ def test_accept_without_drafts_samples_the_target_and_greedy_takes_argmax():
 )
 def test_greedy_accept_keeps_drafts_while_they_equal_the_argmax(argmaxes, drafts, num_drafts, expected):
     logits = torch.nn.functional.one_hot(torch.tensor([argmaxes]), 8).float()
-    k, token = accept(logits, torch.tensor([drafts]), None, torch.tensor([num_drafts]), torch.zeros(1), torch.ones(1), torch.zeros(1, 4))
+    drafts = torch.tensor([drafts])
+    k, token = accept(logits, drafts, None, torch.tensor([num_drafts]), torch.zeros(1), torch.ones(1), None)
+    assert (k.item(), token.item()) == expected
+    # A greedy row inside a batch that also samples (uniforms and q present) is decided the same way.
+    q = torch.nn.functional.one_hot(drafts, 8).float()
+    k, token = accept(logits, drafts, q, torch.tensor([num_drafts]), torch.zeros(1), torch.ones(1), torch.zeros(1, 4))
     assert (k.item(), token.item()) == expected
 
 
