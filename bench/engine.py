@@ -110,6 +110,65 @@ def check_engines() -> dict[str, float]:
     return results
 
 
+def check_fp8() -> dict[str, float]:
+    """FP8 linears on the GPU with the fused ops: logits of a tiny bf16 Qwen2 whose linears are all
+    FP8 against the same model with dequantising float32 linears (tests/.../test_fp8.py's
+    reference), at row counts that are and are not multiples of 16; then the whole engine
+    (graphs, Triton, sampling in the graph) with FP8 chosen where faster."""
+    import copy
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/solver/engines/native"))
+    from test_fp8 import FakeFP8Linear
+
+    from solver.engines.native.fp8 import KINDS, MODES, convert, modules_of
+    from solver.engines.native.model_runner import Chunk, ModelRunner
+    from solver.engines.native.ops import fused
+    from solver.engines.native.sequence import Sequence
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=320, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=8,
+                      num_key_value_heads=2, max_position_embeddings=512, bos_token_id=None, eos_token_id=None)  # fmt: skip
+    hf = Qwen2ForCausalLM(cfg).cuda().to(torch.bfloat16).eval()
+    results = {}
+    for mode in MODES:
+        quantized = from_hf(hf, 512)
+        convert(quantized, {kind: mode for kind in KINDS})
+        reference = copy.deepcopy(quantized)
+        for kind in KINDS:
+            for owner, name in modules_of(reference, kind):
+                setattr(owner, name, FakeFP8Linear(getattr(owner, name)))
+        quantized.ops = fused()
+        for rows in (1, 5, 16, 37):
+            logits = []
+            for model in (quantized, reference):
+                runner = ModelRunner(model, EngineConfig(), max_model_len=512, num_blocks=8)
+                seq = Sequence("r", SamplingParams(max_tokens=1), torch.Generator(), list(range(3, 3 + rows)))
+                seq.block_table = [1, 2, 3, 4]
+                hidden = model(*_prefill_inputs(runner, seq, rows))
+                logits.append(model.logits(hidden).float())
+            err = ((logits[0] - logits[1]).norm() / logits[1].norm()).item()
+            results[f"fp8 {mode} rows={rows}"] = err
+            log(f"fp8 {mode}, {rows} rows, fused ops vs dequantised reference: relative error {err:.2e}")
+            assert err < 2e-2, "FP8 path disagrees with its reference"
+    engine = NativeEngine(hf, config=EngineConfig(fp8=True, max_model_len=512, cuda_graph_batch_sizes=(1, 2, 4, 8)))
+    log("fp8 choice on the tiny model:", json.dumps({k: v["chosen"] for k, v in engine.fp8_choice.items()}))
+    prompts = [list(range(3, 40)), list(range(50, 60)) * 7, list(range(3, 40))]
+    got = generate(engine, prompts, 40)
+    assert all(len(g) == 40 for g in got) and got[0] == got[2], "FP8 engine: wrong lengths or batch-dependent greedy output"
+    engine.close()
+    return results
+
+
+def _prefill_inputs(runner, seq, rows):
+    from solver.engines.native.attention import PrefillMeta
+
+    slots = runner._tensor(runner._slots(seq, 0, rows))
+    meta = PrefillMeta(slots, [runner._tensor(seq.block_table)], [0], [rows], [rows])
+    return runner._tensor(seq.token_ids), runner._tensor(list(range(rows))), meta, runner.kv_cache
+
+
 def generate(engine: NativeEngine, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
     for i, p in enumerate(prompts):
         engine.add(Request(str(i), tuple(p), SamplingParams(max_tokens=max_tokens, temperature=0.0)))
@@ -301,7 +360,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     log(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  date {time.strftime('%Y-%m-%d')}")
-    checks = {"kernel_rel_err": check_kernel(), **check_engines()}
+    checks = {"kernel_rel_err": check_kernel(), **check_engines(), **check_fp8()}
     bw = copy_bandwidth()
     log(f"copy bandwidth: {bw / 1e12:.2f} TB/s")
     max_len = max(args.long_prompt_tokens + args.new_tokens, 5600 if args.tutorial else 0, args.prompt_tokens + args.new_tokens) + 64

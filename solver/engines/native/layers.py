@@ -7,6 +7,8 @@ upcasts, so greedy outputs match `generate` on CPU in float32.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,13 +42,26 @@ def rope_table(hf_rotary: nn.Module, max_positions: int, dtype: torch.dtype, dev
     return cos[0].to(dtype), sin[0].to(dtype)
 
 
+class Out(NamedTuple):
+    """A linear layer's output before its scales and bias: the product is `raw` [rows, out] when
+    `row_scale` is None, else `raw * row_scale [rows, 1] * col_scale [1, out]` (FP8 inputs); then
+    `bias` is added. The consumer applies them (`ops.dequantize`) inside its own fused kernel."""
+
+    raw: torch.Tensor
+    row_scale: torch.Tensor | None = None
+    col_scale: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+
+
 class Linear(nn.Module):
-    """y = x W^T + b with a plain (bf16 / f32) weight [out, in]."""
+    """y = x W^T + b with a plain (bf16 / f32) weight [out, in], returned as a finished `Out`."""
+
+    fp8 = False  # an FP8 linear takes (fp8 rows, row scales) from `ops.linear_input` instead
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
         super().__init__()
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+    def forward(self, x: torch.Tensor) -> Out:
+        return Out(F.linear(x, self.weight, self.bias))

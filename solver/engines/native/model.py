@@ -16,7 +16,7 @@ from torch import nn
 
 from .attention import DecodeMeta, PrefillMeta, decode_attention, prefill_attention, store_kv
 from .config import ModelShape
-from .layers import Linear, rms_norm, rope_table
+from .layers import Linear, Out, rms_norm, rope_table
 from .ops import EAGER, Ops
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values)
@@ -38,11 +38,11 @@ class DecoderLayer(nn.Module):
         self.post_attention_norm = nn.Parameter(weights.pop("post_attention_layernorm.weight"), requires_grad=False)
         assert not weights, f"unused weights: {sorted(weights)}"
 
-    def forward(self, x, residual, cos, sin, kv, meta, decode_attn: DecodeAttention, ops: Ops):
-        """x: the previous layer's output and `residual` the stream before it (None at layer 0);
-        returns this layer's (output, residual) in the same convention."""
+    def forward(self, x: Out, residual, cos, sin, kv, meta, decode_attn: DecodeAttention, ops: Ops):
+        """x: the previous layer's output (a linear's `Out`) and `residual` the stream before it
+        (None at layer 0); returns this layer's (output, residual) in the same convention."""
         s = self.shape
-        h, residual = ops.add_norm(x, residual, self.input_norm, s.rms_norm_eps)
+        h, residual = ops.add_norm(x, residual, self.input_norm, s.rms_norm_eps, self.qkv.fp8)
         q, k, v = ops.split_rope(self.qkv(h), cos, sin, s.num_heads, s.num_kv_heads, s.head_dim)
         store_kv(kv[0], kv[1], k, v, meta.slot_mapping)
         scale = s.head_dim**-0.5
@@ -50,8 +50,9 @@ class DecoderLayer(nn.Module):
             o = prefill_attention(q, kv[0], kv[1], meta, scale)
         else:
             o = decode_attn(q, kv[0], kv[1], meta, scale)
-        h, residual = ops.add_norm(self.o_proj(o.flatten(1)), residual, self.post_attention_norm, s.rms_norm_eps)
-        return self.down(ops.silu_mul(self.gate_up(h))), residual
+        o = self.o_proj(ops.linear_input(o.flatten(1), self.o_proj.fp8))
+        h, residual = ops.add_norm(o, residual, self.post_attention_norm, s.rms_norm_eps, self.gate_up.fp8)
+        return self.down(ops.silu_mul(self.gate_up(h), residual.dtype, self.down.fp8)), residual
 
 
 class CausalLM(nn.Module):
@@ -77,14 +78,18 @@ class CausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: PrefillMeta | DecodeMeta, kv_cache: KVCache) -> torch.Tensor:
         """input_ids, positions [tokens] -> hidden states [tokens, hidden] (before the final norm)."""
-        x, residual = self.embed[input_ids], None
+        x, residual = Out(self.embed[input_ids]), None
         cos, sin = self.cos[positions], self.sin[positions]
         for layer, kv in zip(self.layers, kv_cache):
             x, residual = layer(x, residual, cos, sin, kv, meta, self.decode_attn, self.ops)
-        return x + residual
+        return self.ops.add(x, residual)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(rms_norm(hidden, self.final_norm, self.shape.rms_norm_eps))
+        return self.head(rms_norm(hidden, self.final_norm, self.shape.rms_norm_eps))
+
+    def head(self, normed: torch.Tensor) -> torch.Tensor:
+        """The LM head on final-norm hidden states: logits [rows, vocab] in the model's dtype."""
+        return self.ops.dequantize(self.lm_head(self.ops.linear_input(normed, self.lm_head.fp8)), normed.dtype)
 
 
 def from_hf(

@@ -163,4 +163,4 @@ class ModelRunner:
         if not self.with_hidden:
             return self.model.logits(hidden)
         normed = rms_norm(hidden, self.model.final_norm, self.model.shape.rms_norm_eps)
-        return self.model.lm_head(normed), normed
+        return self.model.head(normed), normed

@@ -4,6 +4,11 @@
 `fused()` returns the same functions through `torch.compile(dynamic=True)`, so each becomes one
 or two Triton kernels on CUDA: a decode step is about 12 kernels per layer instead of about 40,
 which matters because every kernel in a CUDA graph still costs a few microseconds.
+
+FP8 linears add no kernels of their own: the op before one quantises its output per row
+(`linear_input`, inside the norm or SiLU kernel) and the op after one applies the row and
+column scales and the bias (`dequantize`, inside the RoPE, norm or SiLU kernel); the linear
+itself is only the FP8 matrix product. With plain linears both are no-ops.
 """
 
 from __future__ import annotations
@@ -14,26 +19,54 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .layers import apply_rope, rms_norm
+from .layers import Out, apply_rope, rms_norm
+
+FP8 = torch.float8_e4m3fn
+FP8_MAX = 448.0
 
 
-def add_norm(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rms_norm(x + residual), x + residual); with no residual yet, the sum is x."""
+def dequantize(y: Out, dtype: torch.dtype) -> torch.Tensor:
+    """The finished product of a linear layer (see `layers.Out`)."""
+    x = y.raw if y.row_scale is None else (y.raw * y.row_scale * y.col_scale).to(dtype)
+    return x if y.bias is None else x + y.bias
+
+
+def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [rows, in] -> (fp8 [rows, in], scales [rows, 1] float32): one scale per row, max |x| / 448."""
+    x = x.float()
+    scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / FP8_MAX
+    return (x / scale).to(FP8), scale
+
+
+def linear_input(x: torch.Tensor, fp8: bool):
+    """What the next linear takes: x itself, or its FP8 rows and their scales."""
+    return quantize_rows(x) if fp8 else x
+
+
+def add_norm(x: Out, residual: torch.Tensor | None, weight: torch.Tensor, eps: float, fp8: bool):
+    """(rms_norm(x + residual) as the next linear's input, x + residual); with no residual yet,
+    the sum is x."""
+    x = dequantize(x, weight.dtype)
     residual = x if residual is None else x + residual
-    return rms_norm(residual, weight, eps), residual
+    return linear_input(rms_norm(residual, weight, eps), fp8), residual
 
 
-def split_rope(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int):
+def split_rope(qkv: Out, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int):
     """qkv [tokens, (heads + 2 kv_heads) * head_dim] -> roped q, roped k, v as [tokens, heads, head_dim]."""
+    qkv = dequantize(qkv, cos.dtype)
     q, k, v = qkv.split([num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim], dim=-1)
     q = apply_rope(q.reshape(-1, num_heads, head_dim), cos, sin)
     k = apply_rope(k.reshape(-1, num_kv_heads, head_dim), cos, sin)
     return q, k, v.reshape(-1, num_kv_heads, head_dim)
 
 
-def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    gate, up = gate_up.chunk(2, dim=-1)
-    return F.silu(gate) * up
+def silu_mul(gate_up: Out, dtype: torch.dtype, fp8: bool):
+    gate, up = dequantize(gate_up, dtype).chunk(2, dim=-1)
+    return linear_input(F.silu(gate) * up, fp8)
+
+
+def add(x: Out, residual: torch.Tensor) -> torch.Tensor:
+    return dequantize(x, residual.dtype) + residual
 
 
 def merge_splits(partial: torch.Tensor, lse: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -47,11 +80,14 @@ class Ops:
     add_norm: Callable
     split_rope: Callable
     silu_mul: Callable
+    linear_input: Callable
+    add: Callable
+    dequantize: Callable
 
 
-EAGER = Ops(add_norm, split_rope, silu_mul)
+EAGER = Ops(add_norm, split_rope, silu_mul, linear_input, add, dequantize)
 
 
 def fused() -> Ops:
     compile_ = lambda fn: torch.compile(fn, dynamic=True, fullgraph=True)  # noqa: E731
-    return Ops(compile_(add_norm), compile_(split_rope), compile_(silu_mul))
+    return Ops(*(compile_(fn) for fn in (add_norm, split_rope, silu_mul, linear_input, add, dequantize)))
