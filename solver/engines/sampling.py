@@ -62,7 +62,8 @@ def sample_candidates(logits: torch.Tensor, temperature: torch.Tensor, top_p: to
     cand_probs, cand_ids = probs.topk(min(NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)
     cumulative = cand_probs.cumsum(dim=-1)
     held = cumulative[:, -1] >= top_p
-    kept = cand_probs.masked_fill(cumulative - cand_probs >= top_p.unsqueeze(-1), 0.0)
+    beyond = (cumulative - cand_probs >= top_p.unsqueeze(-1)) & (torch.arange(cand_probs.shape[-1], device=logits.device) > 0)
+    kept = cand_probs.masked_fill(beyond, 0.0)  # the most likely token always stays (any top_p, padded rows too)
     drawn = torch.where(held, inverse_cdf(kept, cand_ids, uniform), -1)
     return torch.where(sampled, drawn, greedy)
 

@@ -32,6 +32,7 @@ class DecodeGraphs:
         self.tables = torch.zeros(largest, max_blocks_per_seq, dtype=torch.int32, device=device)
         self.lens = torch.ones(largest, dtype=torch.int32, device=device)
         self.sampling = torch.zeros(3, largest, dtype=torch.float32, device=device)  # temperature, top_p, uniform
+        self.sampling[1] = 1.0
         self.host_tables = torch.zeros(largest, max_blocks_per_seq, dtype=torch.int32, pin_memory=True)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor | tuple[torch.Tensor, ...]] = {}
@@ -63,8 +64,8 @@ class DecodeGraphs:
         rows = len(input_ids)
         size = self.batch_sizes[bisect.bisect_left(self.batch_sizes, rows)]
         pad = size - rows
-        if sampling is not None:  # padded rows are greedy
-            values = [list(column) + [0.0] * pad for column in sampling]
+        if sampling is not None:  # padded rows are greedy (temperature 0, top-p 1, uniform 0)
+            values = [list(column) + [fill] * pad for column, fill in zip(sampling, (0.0, 1.0, 0.0))]
             self.sampling[:, :size].copy_(torch.tensor(values, dtype=torch.float32), non_blocking=True)
         self.input_ids[:size].copy_(torch.tensor(input_ids + [0] * pad), non_blocking=True)
         self.positions[:size].copy_(torch.tensor(positions + [0] * pad), non_blocking=True)
