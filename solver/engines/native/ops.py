@@ -89,5 +89,10 @@ EAGER = Ops(add_norm, split_rope, silu_mul, linear_input, add, dequantize)
 
 
 def fused() -> Ops:
+    # Compiled variants are cached per function, not per `fused()` call: every model shape,
+    # precision and engine in a process adds its own (about six per model), so raise the limit.
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, 64)
+    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 1024)
     compile_ = lambda fn: torch.compile(fn, dynamic=True, fullgraph=True)  # noqa: E731
     return Ops(*(compile_(fn) for fn in (add_norm, split_rope, silu_mul, linear_input, add, dequantize)))
