@@ -12,27 +12,7 @@ import torch
 
 from .base import SamplingParams
 
-NUCLEUS_CANDIDATES = 1024
-
-
-
-
-def nucleus(probs: torch.Tensor, top_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities sorted descending with the tail beyond `top_p` [rows, 1] zeroed; the most
-    likely token always stays. Returns (sorted_probs, sorted_token_ids).
-
-    Sorting a whole vocabulary costs more than a small model's forward on a CPU, so the
-    `NUCLEUS_CANDIDATES` most likely tokens are taken first; when they already hold `top_p` of the
-    mass in every row, no token beyond them can be in the nucleus and the result is exactly the
-    full sort's (same values, same cumulative sums). Otherwise (top-p near 1, flat
-    distributions) the whole vocabulary is sorted."""
-    sorted_probs, sorted_ids = probs.topk(min(NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)
-    cumulative = sorted_probs.cumsum(dim=-1)
-    if not bool((cumulative[:, -1:] >= top_p).all()):
-        sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
-        cumulative = sorted_probs.cumsum(dim=-1)
-    return sorted_probs.masked_fill(cumulative - sorted_probs >= top_p, 0.0), sorted_ids
-
+NUCLEUS_CANDIDATES = 1024  # candidates for the nucleus; see sample_candidates
 
 
 def inverse_cdf(sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ Two warps, because only the model's side must be exact:
 - `target_nucleus` (and `warp`, its dense form) is "the distribution at this temperature and
   top-p" of the model, equal to what `solver.engines.sampling.sample_tokens` samples from:
   softmax of logits / temperature, then the smallest set of most likely tokens whose mass
-  reaches top_p (the most likely token always stays), renormalised. Like `sampling.nucleus`
+  reaches top_p (the most likely token always stays), renormalised. Like `sampling.sample_candidates`
   it looks only at the `NUCLEUS_CANDIDATES` most likely tokens when they hold top_p in every
   row (then nothing beyond them can be in the nucleus) and sorts the whole vocabulary
   otherwise; that decision is one host synchronisation.

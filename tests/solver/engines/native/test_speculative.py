@@ -119,14 +119,6 @@ def full_sort_warp(logits: torch.Tensor, temperature: float, top_p: torch.Tensor
     return torch.zeros_like(probs).scatter_(-1, order, kept / kept.cumsum(dim=-1)[..., -1:])
 
 
-def sample_tokens_distribution(logits: torch.Tensor, temperature: float, top_p: torch.Tensor) -> torch.Tensor:
-    """What `sampling.sample_tokens` draws from, rows [rows, V], from its own `nucleus`."""
-    probs = torch.softmax(logits / temperature, dim=-1)
-    sorted_probs, ids = sampling.nucleus(probs, top_p.unsqueeze(-1))
-    dense = torch.zeros_like(probs).scatter_(-1, ids, sorted_probs)
-    return dense / dense.sum(dim=-1, keepdim=True)
-
-
 @pytest.mark.parametrize("scale, top_p, candidates_hold", [(4.0, 0.8, True), (4.0, 0.95, True), (0.1, 0.9, False), (0.1, 0.05, True)])
 def test_target_warp_on_candidates_equals_the_full_sort(monkeypatch, scale, top_p, candidates_hold):
     monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", 16)
@@ -139,8 +131,9 @@ def test_target_warp_on_candidates_equals_the_full_sort(monkeypatch, scale, top_
     assert probs.shape[-1] == (16 if candidates_hold else vocab)
     dense = densify(probs, ids, vocab)
     assert torch.equal(dense, full_sort_warp(logits, 0.7, top_p_rows))
-    assert torch.equal(dense > 0, sample_tokens_distribution(logits, 0.7, top_p_rows) > 0)
-    torch.testing.assert_close(dense, sample_tokens_distribution(logits, 0.7, top_p_rows), rtol=1e-6, atol=1e-7)
+    # `sample_tokens` draws from the full-sort nucleus too (tests/solver/engines/test_sampling.py)
+    assert torch.equal(dense > 0, full_sort_warp(logits, 0.7, top_p_rows) > 0)
+    torch.testing.assert_close(dense, full_sort_warp(logits, 0.7, top_p_rows), rtol=1e-6, atol=1e-7)
     assert torch.equal(warp(logits, torch.tensor(0.7), top_p_rows), dense)
 
 
