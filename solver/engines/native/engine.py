@@ -22,6 +22,8 @@ greedy decoding; sampled output has the model's own distribution (not the same t
 without a drafter for a given seed: the draws are used differently). Counters in
 `stats.extra`: spec_verify_rows, spec_draft_tokens, spec_accepted_tokens, spec_emitted_tokens,
 spec_acceptance_rate and spec_tokens_per_step (tokens emitted per sequence per verify step).
+On CUDA, decode steps sample inside their graph (`sampling.sample_candidates`) and the draft
+loop runs as graphs too (`drafter_runtime.DraftGraphs`).
 Not done: tensor parallelism; sliding-window models; draft beams wider than 1.
 """
 
