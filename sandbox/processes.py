@@ -27,11 +27,27 @@ def children(pid: int | None = None) -> list[int]:
 
 
 def is_zombie(pid: int) -> bool:
+    """True for a zombie, and for a process that is gone."""
+    fields = _stat_fields(pid)
+    return not fields or fields[0] == "Z"
+
+
+def process_table() -> dict[int, tuple[str, int]]:
+    """State letter and parent pid of every process /proc lists (zombies included)."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and len(fields := _stat_fields(int(entry)) or ()) > 1:
+            table[int(entry)] = (fields[0], int(fields[1]))
+    return table
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first, then the parent pid)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] == "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return True
+            return stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
 
 
 def reap_children() -> None:
@@ -76,15 +92,4 @@ def _kill_quietly(pid: int) -> None:
 
 
 def _children_by_scan(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
+    return [child for child, (_, parent) in process_table().items() if parent == pid]

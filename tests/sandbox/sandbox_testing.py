@@ -8,6 +8,7 @@ import time
 import pytest
 
 from sandbox import Sandbox, SandboxLimits
+from sandbox.processes import process_table
 
 SECRET_NAME = "SANDBOX_TEST_SECRET"
 SECRET_VALUE = "hunter2-do-not-leak"
@@ -44,17 +45,7 @@ def pids_of_uid(uid: int) -> set[int]:
 
 def descendants(pid: int) -> set[int]:
     """All live processes below `pid` in the process tree."""
-    parent_of = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            parent_of[int(entry)] = int(fields[1])
+    parent_of = {child: parent for child, (state, parent) in process_table().items() if state != "Z"}
     found: set[int] = set()
     frontier = {pid}
     while frontier:
