@@ -48,7 +48,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from solver.engines.base import Delta, EngineStats, FinishReason, Request, SamplingParams, check_token_ids
 from solver.engines.checkpoint import load_causal_lm, resolve_dtype
-from solver.engines.sampling import generator_for, sample_tokens
+from solver.engines.sampling import generator_for, resume_sampling, sample_tokens
 
 # One (keys, values) pair per layer, each [rows, kv_heads, tokens, head_dim].
 KV = list[tuple[torch.Tensor, torch.Tensor]]
@@ -240,11 +240,8 @@ class HFEngine:
         if seq is None or seq.status is not _Status.PAUSED:
             raise ValueError(f"request {request_id!r} is not paused after a stop; only such a request can be extended")
         check_token_ids(request_id, token_ids, self.vocab_size)
-        if params.seed != seq.params.seed:
-            seq.generator = generator_for(params.seed)
-        seq.params = params
+        resume_sampling(seq, params)
         seq.pending_token_ids += tuple(token_ids)
-        seq.num_generated_tokens = 0
         seq.status = _Status.WAITING
         self._waiting.append(seq)
 

@@ -81,6 +81,17 @@ def sample_tokens(logits: torch.Tensor, params: list[SamplingParams], generators
     return complete(logits, tokens, temperature, top_p, uniform)
 
 
+def resume_sampling(seq, params: SamplingParams) -> None:
+    """A paused request's sampling state for its continuation after `extend`: its draws go on
+    from where they were unless the seed changes (then a fresh generator for the new seed), and
+    the count of generated tokens restarts for the new `max_tokens`. `seq` has `params`,
+    `generator` and `num_generated_tokens`."""
+    if params.seed != seq.params.seed:
+        seq.generator = generator_for(params.seed)
+    seq.params = params
+    seq.num_generated_tokens = 0
+
+
 def generator_for(seed: int) -> torch.Generator:
     """A request's own CPU generator: one uniform draw per sampled token."""
     return torch.Generator(device="cpu").manual_seed(seed)

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from solver.engines.base import Delta, EngineStats, FinishReason, Request, SamplingParams, check_token_ids
-from solver.engines.sampling import complete, generator_for, sample_tokens, sampling_inputs
+from solver.engines.sampling import complete, generator_for, resume_sampling, sample_tokens, sampling_inputs
 
 from .block_manager import BlockManager
 from .config import EngineConfig, ModelShape
@@ -147,11 +147,8 @@ class NativeEngine:
         if seq is None or seq.status is not SequenceStatus.PAUSED:
             raise ValueError(f"request {request_id!r} is not paused after a stop; only such a request can be extended")
         check_token_ids(request_id, token_ids, self.vocab_size)
-        if params.seed != seq.params.seed:
-            seq.generator = generator_for(params.seed)
-        seq.params = params
+        resume_sampling(seq, params)
         seq.token_ids += token_ids
-        seq.num_generated_tokens = 0
         if seq.num_tokens > self.max_model_len:
             self._pending.append(self._end(seq, "length"))
             return
