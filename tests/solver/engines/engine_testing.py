@@ -5,11 +5,13 @@ Imported by tests/solver/engines/test_hf.py and tests/solver/engines/native/*.py
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from solver.engines.base import Delta, Engine, SamplingParams
-from solver.tokenizer import byte_tokenizer
+from solver.engines.base import Delta, Engine, Request, SamplingParams
+from solver.tokenizer import TOOL_CALL_END, TOOL_CALL_START, byte_tokenizer
 
 TOKENIZER = byte_tokenizer()
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
@@ -20,6 +22,7 @@ PROMPTS = {
 }
 
 
+TOOL_OUTPUT = tuple(TOKENIZER.encode(f"{TOOL_CALL_START}x=42{TOOL_CALL_END}\n```output\n42\n```\n"))
 ARCHITECTURES = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
 
 
@@ -89,3 +92,35 @@ class Collector:
 
     def resume(self, request_id: str) -> None:
         del self.finish[request_id]
+
+
+def first_new_position(tokens: list[int]) -> int:
+    """An index whose token does not occur earlier, so stopping on it stops exactly there."""
+    return next(i for i in range(2, len(tokens)) if tokens[i] not in tokens[:i])
+
+
+def stop_then_extend(engine: Engine, model, stop_at: int, max_tokens: int, continuation: SamplingParams,
+                     on_pause: Callable[[], None] = lambda: None) -> Collector:  # fmt: skip
+    """The tool-call round trip every engine must get exactly right: request "a" (PROMPTS["medium"],
+    greedy) stops on its token at `stop_at` while "b" runs on; after `on_pause()` it is extended
+    with TOOL_OUTPUT and must go on as `generate` from its prompt, its tokens and TOOL_OUTPUT,
+    prefilling only the stop token (sampled, never fed) and TOOL_OUTPUT; "b" stays exact."""
+    prompt = PROMPTS["medium"]
+    expected = reference(model, prompt, max_tokens)
+    run = Collector(engine)
+    engine.add(Request("a", prompt, SamplingParams(max_tokens=max_tokens, temperature=0.0, stop_token_ids=(expected[stop_at],))))
+    engine.add(Request("b", PROMPTS["long"], SamplingParams(max_tokens=40, temperature=0.0)))
+    while "a" not in run.finish:
+        run.step()
+    assert run.finish["a"] == "stop" and run.tokens["a"] == expected[: stop_at + 1]
+    on_pause()
+    prefilled_before = engine.stats.num_prefill_tokens
+    engine.extend("a", TOOL_OUTPUT, continuation)
+    run.resume("a")
+    start = len(run.tokens["a"])
+    run.run()
+    generated = tuple(run.tokens["a"][:start])
+    assert run.tokens["a"][start:] == reference(model, prompt + generated + TOOL_OUTPUT, continuation.max_tokens)
+    assert engine.stats.num_prefill_tokens - prefilled_before == 1 + len(TOOL_OUTPUT)
+    assert run.tokens["b"] == reference(model, PROMPTS["long"], 40)
+    return run

@@ -8,8 +8,18 @@ import torch
 
 from solver.engines.base import Delta, Engine, Request, SamplingParams
 from solver.engines.hf import HFEngine
-from solver.tokenizer import TOOL_CALL_END, TOOL_CALL_START
-from tests.solver.engines.engine_testing import ARCHITECTURES, GREEDY, PROMPTS, TOKENIZER, Collector, reference, tiny_model
+from tests.solver.engines.engine_testing import (
+    ARCHITECTURES,
+    GREEDY,
+    PROMPTS,
+    TOKENIZER,
+    Collector,
+    first_new_position,
+    reference,
+    stop_then_extend,
+    tiny_model,
+)
+
 
 @pytest.fixture(scope="module", params=sorted(ARCHITECTURES))
 def model(request):
@@ -54,15 +64,10 @@ def test_request_joining_mid_flight_equals_generate(model):
     assert run.tokens["medium"] == reference(model, PROMPTS["medium"], GREEDY.max_tokens)
 
 
-def first_repeated_position(tokens: list[int]) -> int:
-    """An index whose token does not occur earlier, so stopping on it stops exactly there."""
-    return next(i for i in range(2, len(tokens)) if tokens[i] not in tokens[:i])
-
-
 def test_stop_token_ends_request_and_is_included(model):
     prompt = PROMPTS["medium"]
     expected = reference(model, prompt, 12)
-    stop_at = first_repeated_position(expected)
+    stop_at = first_new_position(expected)
     run = Collector(HFEngine(model))
     stop = SamplingParams(max_tokens=12, temperature=0.0, stop_token_ids=(expected[stop_at],))
     run.engine.add(Request("a", prompt, stop))
@@ -92,28 +97,8 @@ def test_context_limit_gives_length_and_too_long_prompt_gives_error():
 
 
 def test_extend_continues_as_if_appended_tokens_were_in_the_prompt(model):
-    prompt = PROMPTS["medium"]
-    expected = reference(model, prompt, 12)
-    stop_at = first_repeated_position(expected)
-    stop = SamplingParams(max_tokens=12, temperature=0.0, stop_token_ids=(expected[stop_at],))
-    engine = HFEngine(model)
-    run = Collector(engine)
-    engine.add(Request("a", prompt, stop))
-    engine.add(Request("b", PROMPTS["long"], SamplingParams(max_tokens=40, temperature=0.0)))
-    while "a" not in run.finish:
-        run.step()
-    tool_output = tuple(TOKENIZER.encode(f"{TOOL_CALL_START}x=42{TOOL_CALL_END}\n```output\n42\n```\n"))
-    prefilled_before = engine.stats.num_prefill_tokens
-    engine.extend("a", tool_output, GREEDY)
-    run.resume("a")
-    continuation_start = len(run.tokens["a"])
-    run.run()
-    generated = tuple(run.tokens["a"][:continuation_start])
-    assert run.tokens["a"][continuation_start:] == reference(model, prompt + generated + tool_output, 12)
+    run = stop_then_extend(HFEngine(model), model, first_new_position(reference(model, PROMPTS["medium"], 12)), 12, GREEDY)
     assert run.finish["a"] == "length"
-    # Only the stop token (sampled, never fed) and the appended tokens are prefilled again.
-    assert engine.stats.num_prefill_tokens - prefilled_before == 1 + len(tool_output)
-    assert run.tokens["b"] == reference(model, PROMPTS["long"], 40)
 
 
 def test_extend_of_a_request_that_is_not_paused_is_refused(model):

@@ -11,8 +11,18 @@ import pytest
 
 from solver.engines.base import Engine, Request, SamplingParams
 from solver.engines.native import EngineConfig, NativeEngine
-from solver.tokenizer import TOOL_CALL_END, TOOL_CALL_START
-from tests.solver.engines.engine_testing import ARCHITECTURES, GREEDY, PROMPTS, TOKENIZER, Collector, reference, tiny_model
+from tests.solver.engines.engine_testing import (
+    ARCHITECTURES,
+    GREEDY,
+    PROMPTS,
+    TOKENIZER,
+    Collector,
+    first_new_position,
+    reference,
+    stop_then_extend,
+    tiny_model,
+)
+
 
 @pytest.fixture(scope="module", params=sorted(ARCHITECTURES))
 def model(request):
@@ -21,11 +31,6 @@ def model(request):
 
 def engine_for(model, **config) -> NativeEngine:
     return NativeEngine(model, config=EngineConfig(**config))
-
-
-def first_new_position(tokens: list[int]) -> int:
-    """An index whose token does not occur earlier, so stopping on it stops exactly there."""
-    return next(i for i in range(2, len(tokens)) if tokens[i] not in tokens[:i])
 
 
 def test_native_engine_satisfies_the_protocol(model):
@@ -84,27 +89,8 @@ def test_chunked_prefill_and_deferred_sharing_equal_generate(model):
 
 
 def test_extend_prefills_only_appended_tokens_and_equals_generate(model):
-    prompt = PROMPTS["medium"]
-    expected = reference(model, prompt, 12)
-    stop_at = first_new_position(expected)
-    stop = SamplingParams(max_tokens=12, temperature=0.0, stop_token_ids=(expected[stop_at],))
     engine = engine_for(model)
-    run = Collector(engine)
-    engine.add(Request("a", prompt, stop))
-    engine.add(Request("b", PROMPTS["long"], SamplingParams(max_tokens=40, temperature=0.0)))
-    while "a" not in run.finish:
-        run.step()
-    assert run.finish["a"] == "stop" and run.tokens["a"] == expected[: stop_at + 1]
-    tool_output = tuple(TOKENIZER.encode(f"{TOOL_CALL_START}x=42{TOOL_CALL_END}\n```output\n42\n```\n"))
-    prefilled_before = engine.stats.num_prefill_tokens
-    engine.extend("a", tool_output, GREEDY)
-    run.resume("a")
-    start = len(run.tokens["a"])
-    run.run()
-    generated = tuple(run.tokens["a"][:start])
-    assert run.tokens["a"][start:] == reference(model, prompt + generated + tool_output, 12)
-    assert engine.stats.num_prefill_tokens - prefilled_before == 1 + len(tool_output)
-    assert run.tokens["b"] == reference(model, PROMPTS["long"], 40)
+    stop_then_extend(engine, model, first_new_position(reference(model, PROMPTS["medium"], 12)), 12, GREEDY)
     assert engine.num_used_blocks() == 0
 
 

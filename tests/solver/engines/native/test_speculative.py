@@ -22,9 +22,8 @@ from solver.engines import sampling
 from solver.engines.base import Request, SamplingParams
 from solver.engines.native import EngineConfig, NativeEngine
 from solver.engines.native.speculative import accept, densify, draft_nucleus, sample, target_nucleus, warp
-from solver.tokenizer import TOOL_CALL_END, TOOL_CALL_START
 
-from test_native_engine import PROMPTS, TOKENIZER, Collector, first_new_position, reference, tiny_model
+from tests.solver.engines.engine_testing import PROMPTS, TOKENIZER, Collector, first_new_position, reference, stop_then_extend, tiny_model
 
 VOCAB = len(TOKENIZER)
 
@@ -259,27 +258,15 @@ def test_max_tokens_is_never_exceeded_by_an_accepted_run(model):
 
 
 def test_stop_token_inside_an_accepted_run_stops_there_and_extend_is_exact(model):
+    """Also: rejected drafts' KV is never counted as cached (the prefill count after `extend`)."""
     prompt = PROMPTS["medium"]
-    expected = reference(model, prompt, 30)
-    stop_at = first_new_position(expected[3:]) + 3  # late enough to fall inside a verify step
+    stop_at = first_new_position(reference(model, prompt, 30)[3:]) + 3  # late enough to fall inside a verify step
     engine = spec_engine(model)
-    run = Collector(engine)
-    engine.add(Request("a", prompt, SamplingParams(max_tokens=30, temperature=0.0, stop_token_ids=(expected[stop_at],))))
-    engine.add(Request("b", PROMPTS["long"], SamplingParams(max_tokens=40, temperature=0.0)))
-    while "a" not in run.finish:
-        run.step()
-    assert run.finish["a"] == "stop" and run.tokens["a"] == expected[: stop_at + 1]
-    held = engine.block_manager.num_blocks_for(len(prompt) + stop_at + 1)
-    assert len(engine._seqs["a"].block_table) == held  # draft blocks were released on pause
-    tool_output = tuple(TOKENIZER.encode(f"{TOOL_CALL_START}x=42{TOOL_CALL_END}\n```output\n42\n```\n"))
-    prefilled = engine.stats.num_prefill_tokens
-    engine.extend("a", tool_output, SamplingParams(max_tokens=20, temperature=0.0))
-    run.resume("a")
-    start = len(run.tokens["a"])
-    run.run()
-    assert run.tokens["a"][start:] == reference(model, prompt + tuple(run.tokens["a"][:start]) + tool_output, 20)
-    assert engine.stats.num_prefill_tokens - prefilled == 1 + len(tool_output)  # rejected drafts' KV never counted as cached
-    assert run.tokens["b"] == reference(model, PROMPTS["long"], 40)
+
+    def draft_blocks_released() -> None:
+        assert len(engine._seqs["a"].block_table) == engine.block_manager.num_blocks_for(len(prompt) + stop_at + 1)
+
+    stop_then_extend(engine, model, stop_at, 30, SamplingParams(max_tokens=20, temperature=0.0), on_pause=draft_blocks_released)
     assert engine.num_used_blocks() == 0
 
 
