@@ -51,9 +51,8 @@ class FakeFP8Linear(Linear):
         return Out((y if self.bias is None else y + self.bias.float()).to(torch.bfloat16))
 
 
-def prefill_logits(model) -> torch.Tensor:
-    assert model.ops == EAGER
-    prompt = list(PROMPTS["long"])
+def prefill_logits(model, prompt: list[int]) -> torch.Tensor:
+    """Logits after prefilling `prompt` (at most 64 tokens) through a fresh cache: [1, vocab]."""
     runner = ModelRunner(model, EngineConfig(), max_model_len=256, num_blocks=8)
     seq = Sequence("r", SamplingParams(max_tokens=1), torch.Generator(), prompt)
     seq.block_table = [1, 2, 3, 4]
@@ -74,6 +73,7 @@ def test_fp8_model_equals_its_quantised_reference(architecture, mode):
     for kind in KINDS:
         for owner, name in modules_of(reference, kind):
             setattr(owner, name, FakeFP8Linear(getattr(owner, name)))
-    got, expected = prefill_logits(quantized), prefill_logits(reference)
+    assert quantized.ops == EAGER and reference.ops == EAGER
+    got, expected = prefill_logits(quantized, list(PROMPTS["long"])), prefill_logits(reference, list(PROMPTS["long"]))
     assert got.dtype == torch.bfloat16
     assert relative_error(got, expected) < 1e-2
