@@ -25,11 +25,6 @@ def inverse_cdf(sorted_probs: torch.Tensor, sorted_ids: torch.Tensor, uniform: t
     return sorted_ids.gather(-1, index).squeeze(-1)
 
 
-def draw_uniforms(params: list[SamplingParams], generators: list[torch.Generator]) -> list[float]:
-    """One uniform per sampled row from its own generator (0.0 for greedy rows, which draw nothing)."""
-    return [float(torch.rand(1, generator=g)) if p.temperature > 0 else 0.0 for p, g in zip(params, generators)]
-
-
 def sample_candidates(logits: torch.Tensor, temperature: torch.Tensor, top_p: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """The tokens of `sample_tokens`, without any host synchronisation (so a CUDA graph can hold
     it): logits [rows, V]; temperature, top_p, uniform [rows] float32. Returns token ids [rows],
@@ -68,8 +63,10 @@ def complete(logits: torch.Tensor, tokens: list[int], temperature: list[float], 
 
 
 def sampling_inputs(params: list[SamplingParams], generators: list[torch.Generator]) -> tuple[list[float], list[float], list[float]]:
-    """(temperature, top_p, uniform) per row, the uniforms drawn now from each row's generator."""
-    return [p.temperature for p in params], [p.top_p for p in params], draw_uniforms(params, generators)
+    """(temperature, top_p, uniform) per row: a sampled row draws its uniform now from its own
+    generator; a greedy row draws nothing (0.0)."""
+    uniform = [float(torch.rand(1, generator=g)) if p.temperature > 0 else 0.0 for p, g in zip(params, generators)]
+    return [p.temperature for p in params], [p.top_p for p in params], uniform
 
 
 def sample_tokens(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]) -> list[int]:
