@@ -75,6 +75,23 @@ def check_token_ids(request_id: str, token_ids: tuple[int, ...] | list[int], voc
         raise ValueError(f"request {request_id!r} has token ids outside a vocabulary of {vocab_size}: {bad[:5]}")
 
 
+def check_new_request(request: Request, ids_in_use, vocab_size: int) -> None:
+    """What `add` refuses (ValueError): an id in use, an empty prompt, ids the model cannot embed."""
+    if request.request_id in ids_in_use:
+        raise ValueError(f"request id {request.request_id!r} is already in use")
+    if not request.prompt_token_ids:
+        raise ValueError(f"request {request.request_id!r} has an empty prompt")
+    check_token_ids(request.request_id, request.prompt_token_ids, vocab_size)
+
+
+def check_extension(request_id: str, paused: bool, token_ids: tuple[int, ...], vocab_size: int) -> None:
+    """What `extend` refuses (ValueError): a request that is not paused after a stop (or unknown),
+    ids the model cannot embed."""
+    if not paused:
+        raise ValueError(f"request {request_id!r} is not paused after a stop; only such a request can be extended")
+    check_token_ids(request_id, token_ids, vocab_size)
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What the solver calls. Implementations live in `solver/engines/<name>.py`."""

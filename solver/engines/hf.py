@@ -46,7 +46,7 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from solver.engines.base import Delta, EngineStats, FinishReason, Request, SamplingParams, check_token_ids
+from solver.engines.base import Delta, EngineStats, FinishReason, Request, SamplingParams, check_extension, check_new_request
 from solver.engines.checkpoint import load_causal_lm, resolve_dtype
 from solver.engines.sampling import generator_for, resume_sampling, sample_tokens
 
@@ -221,11 +221,7 @@ class HFEngine:
     # -- the Engine interface ------------------------------------------------------------------
 
     def add(self, request: Request) -> None:
-        if request.request_id in self._seqs:
-            raise ValueError(f"request id {request.request_id!r} is already in use")
-        if not request.prompt_token_ids:
-            raise ValueError(f"request {request.request_id!r} has an empty prompt")
-        check_token_ids(request.request_id, request.prompt_token_ids, self.vocab_size)
+        check_new_request(request, self._seqs, self.vocab_size)
         seq = _Sequence(
             request_id=request.request_id,
             params=request.params,
@@ -237,9 +233,7 @@ class HFEngine:
 
     def extend(self, request_id: str, token_ids: tuple[int, ...], params: SamplingParams) -> None:
         seq = self._seqs.get(request_id)
-        if seq is None or seq.status is not _Status.PAUSED:
-            raise ValueError(f"request {request_id!r} is not paused after a stop; only such a request can be extended")
-        check_token_ids(request_id, token_ids, self.vocab_size)
+        check_extension(request_id, seq is not None and seq.status is _Status.PAUSED, token_ids, self.vocab_size)
         resume_sampling(seq, params)
         seq.pending_token_ids += tuple(token_ids)
         seq.status = _Status.WAITING

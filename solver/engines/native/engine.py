@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from solver.engines.base import Delta, EngineStats, FinishReason, Request, SamplingParams, check_token_ids
+from solver.engines.base import Delta, EngineStats, FinishReason, Request, SamplingParams, check_extension, check_new_request
 from solver.engines.sampling import complete, generator_for, resume_sampling, sample_tokens, sampling_inputs
 
 from .block_manager import BlockManager
@@ -129,11 +129,7 @@ class NativeEngine:
     # -- the Engine interface ------------------------------------------------------------------
 
     def add(self, request: Request) -> None:
-        if request.request_id in self._seqs:
-            raise ValueError(f"request id {request.request_id!r} is already in use")
-        if not request.prompt_token_ids:
-            raise ValueError(f"request {request.request_id!r} has an empty prompt")
-        check_token_ids(request.request_id, request.prompt_token_ids, self.vocab_size)
+        check_new_request(request, self._seqs, self.vocab_size)
         seq = Sequence(request.request_id, request.params, generator_for(request.params.seed), list(request.prompt_token_ids))
         self._seqs[seq.request_id] = seq
         if seq.num_tokens > self.max_model_len:
@@ -144,9 +140,7 @@ class NativeEngine:
 
     def extend(self, request_id: str, token_ids: tuple[int, ...], params: SamplingParams) -> None:
         seq = self._seqs.get(request_id)
-        if seq is None or seq.status is not SequenceStatus.PAUSED:
-            raise ValueError(f"request {request_id!r} is not paused after a stop; only such a request can be extended")
-        check_token_ids(request_id, token_ids, self.vocab_size)
+        check_extension(request_id, seq is not None and seq.status is SequenceStatus.PAUSED, token_ids, self.vocab_size)
         resume_sampling(seq, params)
         seq.token_ids += token_ids
         if seq.num_tokens > self.max_model_len:
