@@ -38,9 +38,10 @@ def inputs(rows: int, seed: int):
 def test_drafts_are_drawn_from_the_returned_distributions(monkeypatch):
     monkeypatch.setattr(sampling, "NUCLEUS_CANDIDATES", 8)  # the random drafter is flat: 8 hold less than top_p
     n = 40_000
+    drafter = proposer()  # seeds the global generator: the draws below no longer depend on earlier tests
     context = torch.randn(1, HIDDEN).expand(n, HIDDEN)
     last = torch.full((n,), 7)
-    drafts, q = proposer().propose(context, last, torch.ones(n), torch.full((n,), 0.95), torch.rand(n, WIDTH))
+    drafts, q = drafter.propose(context, last, torch.ones(n), torch.full((n,), 0.95), torch.rand(n, WIDTH))
     torch.testing.assert_close(q.sum(dim=-1), torch.ones(n, WIDTH))
     assert ((q > 0).sum(dim=-1) <= 8).all()
     assert (q.gather(-1, drafts.unsqueeze(-1)) > 0).all()
