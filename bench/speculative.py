@@ -175,14 +175,12 @@ def verify_cost_14b(args, smol_tokens_per_step: float | None) -> dict:
     from solver.engines.native.fp8 import quantize_where_faster
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from engine import QWEN25_14B
+    from engine import QWEN25_14B, randomize
 
     cfg = Qwen2Config(**QWEN25_14B, max_position_embeddings=2048)
     with torch.device("cuda"):
         hf = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            p.fill_(1.0) if "norm" in name else p.normal_(0.0, 0.02)
+    randomize(hf)  # logits as peaked as a trained model's (see bench/engine.py)
     native = from_hf(hf, 2048, consume=True)
     del hf
     torch.cuda.empty_cache()

@@ -21,7 +21,8 @@ exceeded), and blocks reserved for rejected drafts are freed. Greedy output equa
 greedy decoding; sampled output has the model's own distribution (not the same tokens as
 without a drafter for a given seed: the draws are used differently). Counters in
 `stats.extra`: spec_verify_rows, spec_draft_tokens, spec_accepted_tokens, spec_emitted_tokens,
-spec_acceptance_rate and spec_tokens_per_step (tokens emitted per sequence per verify step).
+spec_acceptance_rate and spec_tokens_per_step (tokens emitted per sequence per verify step);
+`sampling_fallback_rows` counts decode rows whose nucleus the host finished with a full sort.
 On CUDA, decode steps sample inside their graph (`sampling.sample_candidates`) and the draft
 loop runs as graphs too (`drafter_runtime.DraftGraphs`).
 Not done: tensor parallelism; sliding-window models; draft beams wider than 1.
@@ -215,7 +216,11 @@ class NativeEngine:
         self.stats.num_decode_steps += 1
         for seq in seqs:
             seq.num_cached_tokens += 1
-        return complete(logits, tokens.tolist(), temperature, top_p, uniform)
+        tokens = tokens.tolist()
+        fallback = sum(t < 0 for t in tokens)
+        if fallback:
+            self.stats.extra["sampling_fallback_rows"] = self.stats.extra.get("sampling_fallback_rows", 0) + fallback
+        return complete(logits, tokens, temperature, top_p, uniform)
 
     def _emit(self, seq: Sequence, tokens: list[int]) -> Delta:
         """Append `tokens` one by one until a finish rule fires; apply the transition."""
