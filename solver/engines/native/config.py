@@ -67,6 +67,7 @@ class EngineConfig:
     attention_backend: str = "auto"  # "torch" (gather), "triton" (paged decode kernel) or "auto"
     fp8: bool = False  # FP8 weights for the linear layers where faster (Hopper only)
     num_draft_tokens: int | None = None  # with a drafter: L per step; None: as it was trained (else 3)
+    overlap_decode: bool = True  # queue decode step N+1 before reading step N's tokens (no drafter)
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:

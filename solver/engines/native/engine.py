@@ -25,12 +25,24 @@ spec_acceptance_rate and spec_tokens_per_step (tokens emitted per sequence per v
 `sampling_fallback_rows` counts decode rows whose nucleus the host finished with a full sort.
 On CUDA, decode steps sample inside their graph (`sampling.sample_candidates`) and the draft
 loop runs as graphs too (`drafter_runtime.DraftGraphs`).
+
+Overlapped decode (`config.overlap_decode`, without a drafter): `step()` queues decode step N+1
+on the device before it reads step N's tokens, so the host's work (reading tokens, finish rules,
+scheduling, building the next inputs, launching the graph) runs while the GPU computes instead
+of between steps. A sequence's token from step N reaches step N+1 on the device (the runner's
+`feed`); `step()` returns step N's deltas, one step behind the device. A row of step N+1 is void
+when its sequence stopped or finished at step N, or when step N's sampler left the row to the
+host's full sort (the device then fed a placeholder): its result is discarded, its KV slot is
+written again by the next step, and its uniform draw is taken back (the generator is rewound),
+so every request's tokens are exactly those of plain decoding. Before a prefill step or a step
+that could preempt, the queued step is landed first.
 Not done: tensor parallelism; sliding-window models; draft beams wider than 1.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -102,6 +114,7 @@ class NativeEngine:
         self.stats = EngineStats()
         self._seqs: dict[str, Sequence] = {}
         self._pending: list[Delta] = []  # deltas decided outside step() (refusals at add/extend)
+        self._queued: _Queued | None = None  # overlapped decode: the step whose tokens are not read yet
 
     @classmethod
     def from_pretrained(
@@ -151,6 +164,8 @@ class NativeEngine:
 
     def step(self) -> list[Delta]:
         deltas, self._pending = self._pending, []
+        if self._queued is not None and (self.scheduler.waiting or self.block_manager.num_free_blocks < len(self.scheduler.running)):
+            deltas += self._land()  # a prefill, or a decode that might preempt: settle every sequence first
         chunks, decode, failed = self.scheduler.schedule()
         for seq in failed:
             deltas.append(self._end(seq, "error", f"needs {seq.num_tokens} tokens of KV cache; the cache holds fewer"))
@@ -158,6 +173,8 @@ class NativeEngine:
             deltas += self._run(self._prefill, chunks, [c.seq for c in chunks], [c.seq for c in chunks if c.is_last])
         elif decode and self.proposer is not None:
             deltas += self._speculate(decode)
+        elif self.config.overlap_decode and (decode or self._queued is not None):
+            deltas += self._decode_overlapped(decode)
         elif decode:
             deltas += self._run(self._decode, decode, decode, decode)
         return deltas
@@ -168,11 +185,12 @@ class NativeEngine:
             self.scheduler.finish(seq)
 
     def has_work(self) -> bool:
-        return self.scheduler.has_work() or bool(self._pending)
+        return self.scheduler.has_work() or bool(self._pending) or self._queued is not None
 
     def close(self) -> None:
         for request_id in list(self._seqs):
             self.abort(request_id)
+        self._queued = None
         self.runner = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -221,6 +239,96 @@ class NativeEngine:
         if fallback:
             self.stats.extra["sampling_fallback_rows"] = self.stats.extra.get("sampling_fallback_rows", 0) + fallback
         return complete(logits, tokens, temperature, top_p, uniform)
+
+    # -- overlapped decode -----------------------------------------------------------------------
+
+    def _decode_overlapped(self, seqs: list[Sequence]) -> list[Delta]:
+        """Queue a decode step for `seqs`, then land the step queued before it."""
+        previous = self._queued
+        # A sequence whose queued token will be its last (max_tokens, context limit) is not fed again.
+        rows = [
+            s for s in seqs
+            if s.num_generated_tokens + s.num_inflight < s.params.max_tokens and s.num_tokens + s.num_inflight <= self.max_model_len
+        ]  # fmt: skip
+        self._queued = None
+        if rows:
+            feed = [previous.index[s] if s.num_inflight else -1 for s in rows]
+            draw_states = [s.generator.get_state() if s.params.temperature > 0 else None for s in rows]
+            temperature, top_p, uniform = sampling_inputs([s.params for s in rows], [s.generator for s in rows])
+            try:
+                with torch.inference_mode():
+                    logits, tokens = self.runner.decode(rows, (temperature, top_p, uniform), feed)
+                    ready = None
+                    if self.device.type == "cuda":  # the next replay reuses the graph's output buffers
+                        logits = logits.clone()
+                        tokens = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True).copy_(tokens, non_blocking=True)
+                        ready = torch.cuda.Event()
+                        ready.record()
+            except RuntimeError as exc:
+                message = f"{type(exc).__name__}: {exc}"
+                for seq, state in zip(rows, draw_states):
+                    if state is not None:
+                        seq.generator.set_state(state)
+                deltas = self._land_step(previous, None) if previous is not None else []
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                return deltas + [self._end(s, "error", message) for s in rows if s.status is SequenceStatus.RUNNING]
+            for seq in rows:
+                seq.num_inflight += 1
+                seq.num_cached_tokens += 1
+            self.stats.num_decode_steps += 1
+            self._queued = _Queued(rows, {s: i for i, s in enumerate(rows)}, logits, tokens, ready, (temperature, top_p, uniform), draw_states)
+        return self._land_step(previous, self._queued) if previous is not None else []
+
+    def _land(self) -> list[Delta]:
+        """Land the queued step (nothing queued after it)."""
+        queued, self._queued = self._queued, None
+        return self._land_step(queued, None)
+
+    def _land_step(self, step: _Queued, following: _Queued | None) -> list[Delta]:
+        """Read a queued step's tokens and apply them; void the rows of `following` (queued
+        after it) whose input was not the token the host now appends."""
+        try:
+            if step.ready is not None:
+                step.ready.synchronize()
+            drawn = step.tokens.tolist()
+            fallback = {i for i, t in enumerate(drawn) if t < 0}
+            tokens = drawn
+            if fallback:
+                self.stats.extra["sampling_fallback_rows"] = self.stats.extra.get("sampling_fallback_rows", 0) + len(fallback)
+                with torch.inference_mode():
+                    tokens = complete(step.logits, drawn, *step.sampling)
+        except RuntimeError as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            for seq in step.seqs:
+                if seq not in step.void:
+                    seq.num_inflight -= 1
+                if following is not None and seq in following.index:
+                    self._void(following, seq)
+            return [self._end(s, "error", message) for s in step.seqs if s.status is SequenceStatus.RUNNING]
+        deltas = []
+        for i, (seq, token) in enumerate(zip(step.seqs, tokens)):
+            if seq in step.void:
+                continue
+            seq.num_inflight -= 1
+            if seq.status is not SequenceStatus.RUNNING:  # aborted while queued
+                continue
+            delta = self._emit(seq, [token])
+            stopped = delta.finish_reason is not None and seq.status is not SequenceStatus.FINISHED  # paused
+            if following is not None and seq in following.index and (stopped or i in fallback):
+                self._void(following, seq)
+            deltas.append(delta)
+        return deltas
+
+    @staticmethod
+    def _void(step: _Queued, seq: Sequence) -> None:
+        """Discard `seq`'s row of a queued step: it is fed again, with its draw, next step."""
+        step.void.add(seq)
+        seq.num_inflight -= 1
+        seq.num_cached_tokens -= 1
+        state = step.draw_states[step.index[seq]]
+        if state is not None:
+            seq.generator.set_state(state)
 
     def _emit(self, seq: Sequence, tokens: list[int]) -> Delta:
         """Append `tokens` one by one until a finish rule fires; apply the transition."""
@@ -326,6 +434,20 @@ class NativeEngine:
         self._seqs.pop(seq.request_id, None)
         return Delta(seq.request_id, (), reason, error)
 
+
+
+@dataclass(eq=False)
+class _Queued:
+    """A decode step queued on the device whose tokens the host has not read yet."""
+
+    seqs: list[Sequence]
+    index: dict[Sequence, int]  # row of each sequence
+    logits: torch.Tensor  # kept for rows the host must finish (`sampling.complete`)
+    tokens: torch.Tensor  # sampled ids [rows] in host memory, valid once `ready` has passed (CUDA)
+    ready: torch.cuda.Event | None
+    sampling: tuple[list[float], list[float], list[float]]  # temperature, top_p, uniform per row
+    draw_states: list[torch.Tensor | None]  # each sampled row's generator state before its draw
+    void: set[Sequence] = field(default_factory=set)  # rows whose result is discarded
 
 
 def _choose_attention(config: EngineConfig, model, device: torch.device) -> str:

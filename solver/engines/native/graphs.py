@@ -3,7 +3,8 @@
 Static inputs live in buffers sized for the largest batch; `run` copies a step's inputs into
 them and replays. The sampling inputs (temperature, top-p and each row's uniform draw) are
 inputs too, so a decode graph can end with the sampled tokens (`sampling.sample_candidates`)
-and a step costs one replay and one small copy back. Padded rows are greedy, feed token 0 at
+and a step costs one replay and one small copy back. So is `feed` (which rows take their input
+token from the previous step's sampled tokens on the device; see `model_runner`). Padded rows are greedy, feed token 0 at
 position 0 with a context of one token and write their K/V into the scratch block 0, which no
 sequence owns, so they cannot touch real data.
 The block-table buffer is as wide as the longest allowed sequence: the Triton decode kernel
@@ -20,28 +21,28 @@ import torch
 from .attention import DecodeMeta
 
 Sampling = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # temperature, top_p, uniform [rows] float32
-DecodeFn = Callable[[torch.Tensor, torch.Tensor, DecodeMeta, Sampling], torch.Tensor | tuple[torch.Tensor, ...]]
+DecodeFn = Callable[[torch.Tensor, torch.Tensor, DecodeMeta, Sampling, torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]]
 
 
 class DecodeGraphs:
     def __init__(self, decode: DecodeFn, batch_sizes: list[int], max_blocks_per_seq: int, device: torch.device) -> None:
         self.batch_sizes = batch_sizes
         largest = batch_sizes[-1]
-        self.input_ids = torch.zeros(largest, dtype=torch.int64, device=device)
-        self.positions = torch.zeros(largest, dtype=torch.int64, device=device)
-        self.slots = torch.zeros(largest, dtype=torch.int64, device=device)
+        # input ids, feed, positions, slots: one buffer, so one copy per step
+        self.ints = torch.zeros(4, largest, dtype=torch.int64, device=device)
+        self.input_ids, self.feed, self.positions, self.slots = self.ints
+        self.feed.fill_(-1)
         self.tables = torch.zeros(largest, max_blocks_per_seq, dtype=torch.int32, device=device)
         self.lens = torch.ones(largest, dtype=torch.int32, device=device)
         self.sampling = torch.zeros(3, largest, dtype=torch.float32, device=device)  # temperature, top_p, uniform
         self.sampling[1] = 1.0
-        self.host_tables = torch.zeros(largest, max_blocks_per_seq, dtype=torch.int32, pin_memory=True)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor | tuple[torch.Tensor, ...]] = {}
         pool = None
         with torch.inference_mode():
             for size in reversed(batch_sizes):
                 meta = DecodeMeta(self.slots[:size], self.tables[:size], self.lens[:size])
-                args = (self.input_ids[:size], self.positions[:size], meta, tuple(self.sampling[:, :size]))
+                args = (self.input_ids[:size], self.positions[:size], meta, tuple(self.sampling[:, :size]), self.feed[:size])
                 decode(*args)  # warm up: compile kernels, allocate workspaces
                 torch.cuda.synchronize(device)
                 graph = torch.cuda.CUDAGraph()
@@ -61,23 +62,23 @@ class DecodeGraphs:
         tables: list[list[int]],
         lens: list[int],
         sampling: tuple[list[float], list[float], list[float]] | None = None,
+        feed: list[int] | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         rows = len(input_ids)
         size = self.batch_sizes[bisect.bisect_left(self.batch_sizes, rows)]
         pad = size - rows
+        # Every copy is from freshly pinned memory: it must not wait for queued GPU work (the
+        # step before may still run), and a buffer reused before its copy ran would be a race.
+        pinned = lambda values, dtype: torch.tensor(values, dtype=dtype, pin_memory=True)  # noqa: E731
         if sampling is not None:  # padded rows are greedy (temperature 0, top-p 1, uniform 0)
             values = [list(column) + [fill] * pad for column, fill in zip(sampling, (0.0, 1.0, 0.0))]
-            self.sampling[:, :size].copy_(torch.tensor(values, dtype=torch.float32), non_blocking=True)
-        self.input_ids[:size].copy_(torch.tensor(input_ids + [0] * pad), non_blocking=True)
-        self.positions[:size].copy_(torch.tensor(positions + [0] * pad), non_blocking=True)
-        self.slots[:size].copy_(torch.tensor(slots + [0] * pad), non_blocking=True)
-        self.lens[:size].copy_(torch.tensor(lens + [1] * pad, dtype=torch.int32), non_blocking=True)
+            self.sampling[:, :size].copy_(pinned(values, torch.float32), non_blocking=True)
+        ints = [input_ids + [0] * pad, (feed or [-1] * rows) + [-1] * pad, positions + [0] * pad, slots + [0] * pad]
+        self.ints[:, :size].copy_(pinned(ints, torch.int64), non_blocking=True)
+        self.lens[:size].copy_(pinned(lens + [1] * pad, torch.int32), non_blocking=True)
         width = max(len(t) for t in tables)
-        host = self.host_tables[:size, :width]
-        host.zero_()
-        for i, table in enumerate(tables):
-            host[i, : len(table)] = torch.tensor(table, dtype=torch.int32)
-        self.tables[:size, :width].copy_(host, non_blocking=True)
+        padded = [t + [0] * (width - len(t)) for t in tables] + [[0] * width] * pad
+        self.tables[:size, :width].copy_(pinned(padded, torch.int32), non_blocking=True)
         self.graphs[size].replay()
         out = self.outputs[size]  # (logits, tokens), or (logits, hidden) when a drafter is attached
         return tuple(o[:rows] for o in out) if isinstance(out, tuple) else out[:rows]

@@ -17,6 +17,12 @@ With `with_hidden` (a drafter is attached) prefill, decode rows and verify also 
 final-norm hidden states of the same rows: the drafter's context. Without it, `decode` given the
 rows' sampling inputs also returns the sampled tokens, computed on the device (inside the
 decode graph on CUDA) by `sampling.sample_candidates`.
+
+Decode steps can overlap (see `engine`): a sequence with `num_inflight` tokens still being
+sampled by earlier queued steps is fed at position `num_tokens - 1 + num_inflight`, and a row
+whose `feed` entry is j >= 0 takes its input token from row j of the previous decode's sampled
+tokens (`last_tokens`, on the device) instead of from the host. So the host can queue step N+1
+before it has read step N's tokens.
 """
 
 from __future__ import annotations
@@ -86,6 +92,7 @@ class ModelRunner:
             for _ in range(shape.num_layers)
         ]
         self.graphs = None
+        self.last_tokens = torch.zeros(max(config.max_num_seqs, *config.cuda_graph_batch_sizes, 1), dtype=torch.int64, device=self.device)
 
     def enable_graphs(self, batch_sizes: tuple[int, ...]) -> None:
         from .graphs import DecodeGraphs
@@ -122,42 +129,61 @@ class ModelRunner:
         return self._head(hidden[self._tensor(last_rows)])
 
     @torch.inference_mode()
-    def decode(self, seqs: list[Sequence], sampling: tuple[list[float], list[float], list[float]] | None = None):
-        """Logits [rows, vocab] for one new token of each sequence (its last, not yet cached);
-        with `sampling` (temperature, top_p, uniform per row) and no drafter: (logits, tokens [rows],
-        -1 where `sampling.complete` must finish the row)."""
-        return self.verify(seqs, [[] for _ in seqs], sampling)
+    def decode(self, seqs: list[Sequence], sampling: tuple[list[float], list[float], list[float]] | None = None, feed: list[int] | None = None):
+        """Logits [rows, vocab] for one new token of each sequence (its last, not yet cached, or
+        with `feed[i]` >= 0 the token row `feed[i]` of the previous decode sampled); with `sampling`
+        (temperature, top_p, uniform per row) and no drafter: (logits, tokens [rows], -1 where
+        `sampling.complete` must finish the row), the tokens also kept in `last_tokens`."""
+        return self.verify(seqs, [[] for _ in seqs], sampling, feed)
 
     @torch.inference_mode()
-    def verify(self, seqs: list[Sequence], drafts: list[list[int]], sampling: tuple[list[float], list[float], list[float]] | None = None):
+    def verify(
+        self,
+        seqs: list[Sequence],
+        drafts: list[list[int]],
+        sampling: tuple[list[float], list[float], list[float]] | None = None,
+        feed: list[int] | None = None,
+    ):
         """Feed each sequence's last token followed by its drafts; logits [sum(len(d) + 1), vocab]
         for every fed token, sequence by sequence (with `with_hidden`: (logits, hidden)). The
-        block tables must cover `num_tokens + len(draft)` tokens."""
+        block tables must cover `num_tokens + num_inflight + len(draft)` tokens. `feed`: see
+        `decode` (plain decode only)."""
         bs = self.config.block_size
         input_ids, positions, slots, tables, context_lens = [], [], [], [], []
-        for seq, draft in zip(seqs, drafts):
-            first = seq.num_tokens - 1
-            for j, token in enumerate([seq.last_token_id, *draft]):
+        sources = feed if feed is not None else [-1] * len(seqs)
+        for seq, draft, source in zip(seqs, drafts, sources):
+            first = seq.num_tokens - 1 + seq.num_inflight
+            for j, token in enumerate([0 if source >= 0 else seq.last_token_id, *draft]):
                 p = first + j
                 input_ids.append(token)
                 positions.append(p)
                 slots.append(seq.block_table[p // bs] * bs + p % bs)
                 tables.append(seq.block_table)
                 context_lens.append(p + 1)
+        if feed is not None:
+            assert not any(drafts) and len(seqs) <= self.last_tokens.shape[0], "fed rows are plain decode rows"
         if self.graphs is not None and self.graphs.fits(len(input_ids)):
-            out = self.graphs.run(input_ids, positions, slots, tables, context_lens, sampling)
+            out = self.graphs.run(input_ids, positions, slots, tables, context_lens, sampling, feed)
             return out if sampling is not None or self.with_hidden else out[0]
         width = max(len(t) for t in tables)
         tables = [t + [0] * (width - len(t)) for t in tables]
         meta = DecodeMeta(self._tensor(slots), self._tensor(tables, torch.int32), self._tensor(context_lens, torch.int32))
         inputs = None if sampling is None else tuple(self._tensor(column, torch.float32) for column in sampling)
-        return self._decode_logits(self._tensor(input_ids), self._tensor(positions), meta, inputs)
+        return self._decode_logits(self._tensor(input_ids), self._tensor(positions), meta, inputs, None if feed is None else self._tensor(feed))
 
-    def _decode_logits(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: DecodeMeta, sampling=None):
+    def _decode_logits(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: DecodeMeta, sampling=None, feed=None):
+        """The decode forward (what a decode graph holds). `feed` [rows]: take row feed[i] of
+        `last_tokens` where >= 0 (a -1 there, a row the host must finish, feeds token 0: the
+        engine discards that row's result)."""
+        if feed is not None:
+            previous = self.last_tokens.index_select(0, feed.clamp(min=0)).clamp(min=0)
+            input_ids = torch.where(feed >= 0, previous, input_ids)
         out = self._head(self.model(input_ids, positions, meta, self.kv_cache))
         if self.with_hidden or sampling is None:
             return out
-        return out, sample_candidates(out, *sampling)
+        tokens = sample_candidates(out, *sampling)
+        self.last_tokens[: tokens.shape[0]].copy_(tokens)
+        return out, tokens
 
     def _head(self, hidden: torch.Tensor):
         if not self.with_hidden:

@@ -16,6 +16,8 @@ With speculation (`num_lookahead` > 0) a decode step is a verify step: each runn
 given blocks for `num_lookahead` draft tokens past its last token when they are free
 (`seq.num_lookahead_slots`), else for its own tokens only (it then decodes without drafts
 this step rather than preempting anyone).
+With overlapped decode a sequence also gets a slot for each token still being sampled
+(`seq.num_inflight`); the engine lands its queued steps before a step that could preempt.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class Scheduler:
                 seq.num_lookahead_slots = lookahead
                 scheduled.append(seq)
                 continue
-            while not self.block_manager.grow(seq):
+            while not self.block_manager.grow(seq, seq.num_inflight):
                 if self._evict_paused():
                     continue
                 victim = queue.pop() if queue else seq

@@ -6,6 +6,9 @@ until then, unless the scheduler evicts them under memory pressure (it then re-p
 
 `token_ids` is every token of the sequence; the first `num_cached_tokens` of them have KV in
 the cache. The last sampled token is never cached until it is fed in the next step.
+With overlapped decode (see `engine`), `num_inflight` more tokens (0-2) are being sampled by
+queued steps and are not in `token_ids` yet; each queued step has fed (and cached) the token
+before its own, so `num_cached_tokens` can run ahead of `num_tokens - 1` by `num_inflight`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class Sequence:
     # token (the drafter's context), and the draft slots the scheduler reserved this step.
     draft_context: torch.Tensor | None = None
     num_lookahead_slots: int = 0
+    num_inflight: int = 0  # tokens being sampled by queued decode steps (overlapped decode)
 
     @property
     def num_tokens(self) -> int:
