@@ -92,4 +92,4 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     return _merge(partial, lse, q.dtype)
 
 
-_merge = torch.compile(merge_splits, dynamic=True, fullgraph=True)
+_merge = torch.compile(merge_splits, fullgraph=True)  # reset with the ops by `ops.fused()`
