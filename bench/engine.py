@@ -98,8 +98,32 @@ def check_kernel() -> float:
     return err
 
 
-def check_engines() -> dict[str, float]:
+def check_kernel_fp8_cache() -> float:
+    """The paged kernel on an FP8 cache (it converts as it loads) against the gather reference
+    on the same values."""
+    from solver.engines.native.attention import DecodeMeta, decode_attention
+    from solver.engines.native.paged_attention import paged_decode_attention
+
+    torch.manual_seed(2)
+    rows, heads, kv_heads, dim, blocks, bs = 7, 40, 8, 128, 300, 16
+    k, v = (torch.randn(blocks, bs, kv_heads, dim, device="cuda").to(torch.float8_e4m3fn) for _ in range(2))
+    q = torch.randn(rows, heads, dim, device="cuda", dtype=torch.bfloat16)
+    lens = torch.tensor([1, 15, 16, 17, 300, 1000, 2047], dtype=torch.int32, device="cuda")
+    tables = torch.stack([torch.randperm(blocks - 1, device="cuda")[:128] + 1 for _ in range(rows)]).int()
+    meta = DecodeMeta(torch.zeros(rows, dtype=torch.long, device="cuda"), tables, lens)
+    ref = decode_attention(q.float(), k.float(), v.float(), meta, dim**-0.5)
+    out = paged_decode_attention(q, k, v, meta, dim**-0.5).float()
+    err = ((out - ref).norm() / ref.norm()).item()
+    log(f"paged kernel on an FP8 cache vs gather reference on the same values: relative error {err:.2e}")
+    assert err < 1e-2 and not out.isnan().any(), f"FP8-cache kernel: relative error {err:.2e}"
+    return err
+
+
+def check_engines(with_fp8_kv: bool = True) -> dict[str, float]:
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/solver/engines/native"))
+    from test_fp8_kv import kv_rounded_to_fp8
 
     results = {}
     prompts = [list(range(3, 40)), list(range(50, 60)) * 7, list(range(3, 40))]
@@ -110,19 +134,22 @@ def check_engines() -> dict[str, float]:
                       eos_token_id=None)  # fmt: skip
         model = model_cls(cfg).cuda().eval()
         model.generation_config.eos_token_id = None
-        refs = []
+        refs, refs_kv8 = [], []
         for p in prompts:
             ids = torch.tensor([p], device="cuda")
             refs.append(model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False)[0, len(p) :].tolist())
-        for variant, config in (
-            ("torch", EngineConfig(attention_backend="torch", cuda_graph_batch_sizes=(), max_model_len=512)),
-            ("triton+graphs", EngineConfig(attention_backend="triton", cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512)),
-        ):
+            with kv_rounded_to_fp8(model):  # transformers with its K/V rounded to FP8 as they enter its cache
+                refs_kv8.append(model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False)[0, len(p) :].tolist())
+        for variant, config, expected in (
+            ("torch", EngineConfig(attention_backend="torch", cuda_graph_batch_sizes=(), max_model_len=512), refs),
+            ("triton+graphs", EngineConfig(attention_backend="triton", cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512), refs),
+            ("triton+graphs+fp8 KV", EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, kv_cache_dtype="fp8"), refs_kv8),
+        )[: 3 if with_fp8_kv else 2]:
             engine = NativeEngine(model, config=config)
             got = generate(engine, prompts, 40)
-            same = sum(a == b for g, r in zip(got, refs) for a, b in zip(g, r)) / sum(len(r) for r in refs)
+            same = sum(a == b for g, r in zip(got, expected) for a, b in zip(g, r)) / sum(len(r) for r in expected)
             results[f"{name}/{variant}"] = same
-            log(f"{name} {variant}: {same:.1%} of greedy tokens equal generate's (fp32)")
+            log(f"{name} {variant}: {same:.1%} of greedy tokens equal generate's (fp32; for the FP8 KV cache, generate with K/V rounded to FP8)")
             engine.close()
         # Overlapped decode (the default) against plain decode: sampled rows with stop tokens and
         # continuations, rows left to the full sort, token for token on the same GPU kernels.
@@ -252,7 +279,7 @@ def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str
                  lengths: list[int], stop_after: int | None = None, label: str | None = None) -> Row:  # fmt: skip
     gen = torch.Generator().manual_seed(prompt_len)
     prompt = tuple(torch.randint(10, engine.vocab_size - 10, (prompt_len,), generator=gen).tolist())
-    kv_per_token = engine.runner.model.shape.kv_bytes_per_token(2)
+    kv_per_token = engine.runner.model.shape.kv_bytes_per_token(engine.runner.kv_cache[0][0].element_size())
     fallback_before = engine.stats.extra.get("sampling_fallback_rows", 0)
     torch.cuda.synchronize()
     start = time.perf_counter()
@@ -429,6 +456,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--long-prompt-tokens", type=int, default=7000, help="prompt of the long-context point (0: skip)")
     parser.add_argument("--tutorial", action="store_true", help="also 12 samples of ~5,000 tokens, stop after 10")
     parser.add_argument("--no-fp8", action="store_true")
+    parser.add_argument("--no-fp8-kv", action="store_true", help="skip the FP8 weights + FP8 KV cache rows")
+    parser.add_argument("--no-baseline", action="store_true", help="skip transformers' continuous batching")
+    parser.add_argument("--fp8-kv-only", action="store_true", help="of the FP8 rows, only FP8 weights + FP8 KV cache")
     parser.add_argument("--no-checks", action="store_true", help="skip the GPU correctness checks (they ran in an earlier call)")
     parser.add_argument("--profile", action="store_true", help="only profile one decode step per precision at 16 samples")
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json")
@@ -442,7 +472,16 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     log(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  date {time.strftime('%Y-%m-%d')}")
-    checks = {} if args.no_checks else {"kernel_rel_err": check_kernel(), **check_engines()}
+    checks = {} if args.no_checks else {"kernel_rel_err": check_kernel()}
+    if not args.no_checks and not args.no_fp8_kv:
+        try:
+            checks["kernel_fp8_cache_rel_err"] = check_kernel_fp8_cache()
+        except Exception as exc:  # measure the rest anyway; an FP8 cache that fails is not measured
+            checks["fp8_kv_check_failed"] = f"{type(exc).__name__}: {exc}"
+            log(f"FP8 KV CHECK FAILED, fp8+kv8 not measured: {exc}")
+            args.no_fp8_kv = True
+    if not args.no_checks:
+        checks.update(check_engines(with_fp8_kv=not args.no_fp8_kv))
     if not args.no_fp8 and not args.no_checks:
         try:
             checks.update(check_fp8())
@@ -467,7 +506,7 @@ def main() -> None:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "results.json").write_text(json.dumps({"checks": checks, "bandwidth": bw, "rows": [asdict(r) for r in rows]}, indent=1))
     weights_b = sum(p.numel() * 2 for n, p in hf.named_parameters() if "embed_tokens" not in n)
-    for n in [] if args.profile else args.samples:
+    for n in [] if args.profile or args.no_baseline else args.samples:
         try:
             rows.append(run_transformers(hf, weights_b, bw, n, args.prompt_tokens, args.baseline_new_tokens))
             log(rows[-1])
@@ -477,16 +516,19 @@ def main() -> None:
     native = from_hf(hf, max_len, consume=True)
     del hf
     torch.cuda.empty_cache()
-    precisions = ["bf16"] + ([] if args.no_fp8 else ["fp8"])
+    precisions = ["bf16"] + ([] if args.no_fp8 else ["fp8"] + ([] if args.no_fp8_kv else ["fp8+kv8"]))
     for precision in precisions:
-        if precision == "fp8":
+        if precision == "fp8":  # the model's linears become FP8 here, for both FP8 rows
             from solver.engines.native.fp8 import quantize_where_faster
 
             choice = quantize_where_faster(native, batch_size=16)
             log("fp8 choice at 16 rows (ms per call in a graph):", json.dumps(choice))
             torch.cuda.empty_cache()
+            if args.fp8_kv_only and "fp8+kv8" in precisions:
+                continue
         t0 = time.perf_counter()
-        engine = NativeEngine(native, config=EngineConfig(max_num_seqs=max(args.samples), max_model_len=max_len))
+        kv = "fp8" if precision == "fp8+kv8" else "auto"  # fp8+kv8: FP8 weights and an FP8 KV cache
+        engine = NativeEngine(native, config=EngineConfig(max_num_seqs=max(args.samples), max_model_len=max_len, kv_cache_dtype=kv))
         log(f"{precision} engine: {engine.block_manager.num_blocks} blocks, attention {engine.attention_backend}, built in {time.perf_counter() - t0:.1f} s")
         wb = weight_bytes(native)
         run_workload(engine, wb, bw, precision, 2, 100, [8, 8])  # warm-up

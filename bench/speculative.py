@@ -339,6 +339,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--verify-cost-14b", action="store_true")
+    parser.add_argument("--smol-tokens-per-step", type=float, default=None, help="with --verify-cost-14b and no --base: tokens per step measured earlier")
     parser.add_argument("--deadline-epoch", type=float, default=None, help="skip the 14B part unless 150 s remain before this time")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -357,7 +358,7 @@ def main() -> None:
         log("skipping the 14B verify cost: too close to the deadline")
     elif args.verify_cost_14b:
         sampled = [r["spec_tokens_per_step"] for r in results.get("smollm2", []) if "T=0.7" in r["workload"] and r["samples"] == 16]
-        results["verify_cost_14b"] = verify_cost_14b(args, sampled[0] if sampled else None)
+        results["verify_cost_14b"] = verify_cost_14b(args, sampled[0] if sampled else args.smol_tokens_per_step)
         _save(args.out, results)
 
 

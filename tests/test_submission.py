@@ -85,6 +85,24 @@ def test_fp8_without_a_gpu_is_refused_in_one_sentence(tmp_path, capsys):
     assert "--fp8 needs a CUDA GPU" in err
 
 
+def test_kv_cache_dtype_needs_the_native_engine(tmp_path, capsys):
+    code, _, err = run(capsys, FIXTURES / "seed_bases.csv", "--kv-cache-dtype", "fp8", "--out", tmp_path / "s.csv")
+    assert code == 2
+    assert "--kv-cache-dtype needs --engine native" in err
+
+
+def test_native_loader_passes_the_kv_cache_dtype(tmp_path):
+    import torch
+
+    from solver.engines.loader import EngineOptions, RunShape, load_engine
+    from tests.solver.engines.engine_testing import TOKENIZER, tiny_model
+
+    tiny_model("llama").save_pretrained(tmp_path)
+    TOKENIZER.save_pretrained(tmp_path)
+    engine, _ = load_engine(EngineOptions(name="native", model=str(tmp_path), device="cpu", kv_cache_dtype="fp8"), RunShape(max_new_tokens=16))
+    assert engine.runner.kv_cache[0][0].dtype == torch.float8_e4m3fn
+
+
 def test_drafter_needs_the_native_engine(tmp_path, capsys):
     code, _, err = run(capsys, FIXTURES / "seed_bases.csv", "--drafter", tmp_path, "--out", tmp_path / "s.csv")
     assert code == 2

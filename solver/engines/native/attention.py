@@ -2,6 +2,8 @@
 
 Cache layout per layer: keys and values [num_blocks, block_size, kv_heads, head_dim]. Token at
 position p of a sequence lives in slot `block_table[p // block_size] * block_size + p % block_size`.
+The cache may be FP8 (e4m3, see `ops.to_cache`): K/V arrive already converted, and every reader
+converts what it gathers back to the query's dtype.
 
 Every attention call first writes the step's new K/V into their slots (`store_kv`), then reads
 the context back from the cache by gathering the sequence's blocks. A prefill batch therefore
@@ -43,14 +45,24 @@ class DecodeMeta:
 
 
 def store_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """k, v [tokens, kv_heads, head_dim] into their slots."""
-    k_cache.view(-1, *k.shape[1:]).index_copy_(0, slot_mapping, k)
-    v_cache.view(-1, *v.shape[1:]).index_copy_(0, slot_mapping, v)
+    """k, v [tokens, kv_heads, head_dim], in the cache's dtype, into their slots."""
+    for cache, x in ((k_cache, k), (v_cache, v)):
+        if cache.element_size() == 1:  # FP8: copied as bytes (index_copy has no FP8 kernel on CPU)
+            cache, x = cache.view(torch.uint8), x.view(torch.uint8)
+        cache.view(-1, *x.shape[1:]).index_copy_(0, slot_mapping, x)
 
 
-def _context(cache: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
+def _blocks(cache: torch.Tensor, index: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """cache[index] converted to `dtype` (an FP8 cache is gathered as bytes: indexing kernels
+    do not cover FP8 everywhere)."""
+    if cache.element_size() == 1:
+        return cache.view(torch.uint8)[index].view(cache.dtype).to(dtype)
+    return cache[index].to(dtype)
+
+
+def _context(cache: torch.Tensor, block_table: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
     """The first `length` cached positions of one sequence: [length, kv_heads, head_dim]."""
-    return cache[block_table].flatten(0, 1)[:length]
+    return _blocks(cache, block_table, dtype).flatten(0, 1)[:length]
 
 
 def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: PrefillMeta, scale: float) -> torch.Tensor:
@@ -58,8 +70,8 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     out = torch.empty_like(q)
     group = q.shape[1] // k_cache.shape[2]
     for start, n, ctx, table in zip(meta.query_starts, meta.query_lens, meta.context_lens, meta.block_tables):
-        k = _context(k_cache, table, ctx).repeat_interleave(group, dim=1).transpose(0, 1)
-        v = _context(v_cache, table, ctx).repeat_interleave(group, dim=1).transpose(0, 1)
+        k = _context(k_cache, table, ctx, q.dtype).repeat_interleave(group, dim=1).transpose(0, 1)
+        v = _context(v_cache, table, ctx, q.dtype).repeat_interleave(group, dim=1).transpose(0, 1)
         qs = q[start : start + n].transpose(0, 1)
         if n == ctx:
             o = F.scaled_dot_product_attention(qs, k, v, is_causal=True, scale=scale)
@@ -76,8 +88,8 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     rows, heads, _ = q.shape
     group = heads // k_cache.shape[2]
     tables = meta.block_tables.long()
-    k = k_cache[tables].flatten(1, 2).repeat_interleave(group, dim=2).transpose(1, 2)  # [rows, heads, L, D]
-    v = v_cache[tables].flatten(1, 2).repeat_interleave(group, dim=2).transpose(1, 2)
+    k = _blocks(k_cache, tables, q.dtype).flatten(1, 2).repeat_interleave(group, dim=2).transpose(1, 2)  # [rows, heads, L, D]
+    v = _blocks(v_cache, tables, q.dtype).flatten(1, 2).repeat_interleave(group, dim=2).transpose(1, 2)
     positions = torch.arange(k.shape[2], device=q.device)
     mask = (positions.unsqueeze(0) < meta.context_lens.unsqueeze(1)).view(rows, 1, 1, -1)
     o = F.scaled_dot_product_attention(q.unsqueeze(2), k, v, attn_mask=mask, scale=scale)

@@ -68,6 +68,7 @@ class EngineConfig:
     fp8: bool = False  # FP8 weights for the linear layers where faster (Hopper only)
     num_draft_tokens: int | None = None  # with a drafter: L per step; None: as it was trained (else 3)
     overlap_decode: bool = True  # queue decode step N+1 before reading step N's tokens (no drafter)
+    kv_cache_dtype: str = "auto"  # "auto": the model's dtype; "fp8": e4m3, half the bytes (saturates at +-448)
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:
@@ -78,6 +79,8 @@ class EngineConfig:
             raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
         if self.attention_backend not in ("auto", "torch", "triton"):
             raise ValueError(f"attention_backend must be auto, torch or triton; got {self.attention_backend!r}")
+        if self.kv_cache_dtype not in ("auto", "fp8"):
+            raise ValueError(f"kv_cache_dtype must be auto or fp8, got {self.kv_cache_dtype!r}")
         if self.num_draft_tokens is not None and self.num_draft_tokens < 1:
             raise ValueError(f"num_draft_tokens must be >= 1, got {self.num_draft_tokens}")
         if any(b < 1 for b in self.cuda_graph_batch_sizes):

@@ -54,7 +54,7 @@ from .block_manager import BlockManager
 from .config import EngineConfig, ModelShape
 from .model import CausalLM, from_hf
 from .drafter_runtime import DraftProposer, check_compatible
-from .model_runner import ModelRunner, num_kv_blocks
+from .model_runner import ModelRunner, kv_dtype, num_kv_blocks
 from .scheduler import Scheduler
 from .sequence import Sequence, SequenceStatus
 from .speculative import accept
@@ -97,9 +97,10 @@ class NativeEngine:
             check_compatible(drafter, shape)
             num_draft_tokens = config.num_draft_tokens or drafter.config.num_draft_tokens or DEFAULT_DRAFT_TOKENS
             self.proposer = DraftProposer(drafter.to(self.device, native.embed.dtype), native.embed, num_draft_tokens)
-        blocks = num_kv_blocks(config, shape, self.max_model_len, self.device, native.embed.element_size())
+        kv_element_size = kv_dtype(config, native.embed.dtype).itemsize
+        blocks = num_kv_blocks(config, shape, self.max_model_len, self.device, kv_element_size)
         if self.device.type == "cpu" and config.num_kv_blocks is None:
-            blocks = min(blocks, 1 + CPU_KV_CACHE_BYTES // (config.block_size * shape.kv_bytes_per_token(native.embed.element_size())))
+            blocks = min(blocks, 1 + CPU_KV_CACHE_BYTES // (config.block_size * shape.kv_bytes_per_token(kv_element_size)))
         lookahead = self.proposer.num_draft_tokens if self.proposer else 0
         self.runner = ModelRunner(native, config, self.max_model_len, blocks, with_hidden=self.proposer is not None)
         self.attention_backend = _choose_attention(config, native, self.device)

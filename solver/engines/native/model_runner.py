@@ -37,6 +37,7 @@ from .attention import DecodeMeta, PrefillMeta
 from .config import EngineConfig, ModelShape
 from .layers import rms_norm
 from .model import CausalLM, KVCache
+from .ops import FP8
 from .sequence import Sequence
 
 
@@ -77,6 +78,10 @@ def num_kv_blocks(config: EngineConfig, shape: ModelShape, max_model_len: int, d
     return blocks
 
 
+def kv_dtype(config: EngineConfig, model_dtype: torch.dtype) -> torch.dtype:
+    return FP8 if config.kv_cache_dtype == "fp8" else model_dtype
+
+
 class ModelRunner:
     def __init__(self, model: CausalLM, config: EngineConfig, max_model_len: int, num_blocks: int, with_hidden: bool = False) -> None:
         self.model = model
@@ -85,7 +90,7 @@ class ModelRunner:
         self.max_model_len = max_model_len
         self.device = model.embed.device
         self.max_blocks_per_seq = -(-max_model_len // config.block_size)
-        shape, dtype = model.shape, model.embed.dtype
+        shape, dtype = model.shape, kv_dtype(config, model.embed.dtype)
         cache_shape = (num_blocks, config.block_size, shape.num_kv_heads, shape.head_dim)
         self.kv_cache: KVCache = [
             (torch.zeros(cache_shape, dtype=dtype, device=self.device), torch.zeros(cache_shape, dtype=dtype, device=self.device))

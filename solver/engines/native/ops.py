@@ -56,13 +56,19 @@ def add_norm(x: Out, residual: torch.Tensor | None, weight: torch.Tensor, eps: f
     return linear_input(rms_norm(residual, weight, eps), fp8), residual
 
 
-def split_rope(qkv: Out, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int):
-    """qkv [tokens, (heads + 2 kv_heads) * head_dim] -> roped q, roped k, v as [tokens, heads, head_dim]."""
+def to_cache(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """K or V as a cache of `dtype` stores them: FP8 (e4m3) unscaled, saturating at +-448."""
+    return x.clamp(-FP8_MAX, FP8_MAX).to(FP8) if dtype == FP8 else x.to(dtype)
+
+
+def split_rope(qkv: Out, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int, kv_dtype: torch.dtype):
+    """qkv [tokens, (heads + 2 kv_heads) * head_dim] -> roped q, roped k, v as [tokens, heads, head_dim];
+    k and v already in the cache's dtype (`to_cache`)."""
     qkv = dequantize(qkv, cos.dtype)
     q, k, v = qkv.split([num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim], dim=-1)
     q = apply_rope(q.reshape(-1, num_heads, head_dim), cos, sin)
     k = apply_rope(k.reshape(-1, num_kv_heads, head_dim), cos, sin)
-    return q, k, v.reshape(-1, num_kv_heads, head_dim)
+    return q, to_cache(k, kv_dtype), to_cache(v.reshape(-1, num_kv_heads, head_dim), kv_dtype)
 
 
 def silu_mul(gate_up: Out, dtype: torch.dtype, fp8: bool):

@@ -7,7 +7,8 @@ merged in PyTorch by their log-sum-exp. Each row's KV is read once, only up to i
 length, so a padded CUDA-graph batch pays only for real tokens and the block table may be as
 wide as the longest allowed sequence.
 
-Guaranteed: the same function as `attention.decode_attention` up to bf16/f32 rounding.
+Guaranteed: the same function as `attention.decode_attention` up to bf16/f32 rounding, for
+caches in the query's dtype or FP8 (converted to the query's dtype as they are loaded).
 Not done: sharing reads of a common prefix between rows (each row reads its own blocks).
 """
 
@@ -50,14 +51,14 @@ def _decode_kernel(
         page = tl.load(tables_ptr + row * table_stride + t // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
         slot = page * BLOCK_SIZE + t % BLOCK_SIZE
         offsets = (slot * NUM_KV_HEADS + kv_head)[:, None] * HEAD_DIM + d[None, :]
-        k = tl.load(k_ptr + offsets, mask=valid[:, None], other=0.0)
+        k = tl.load(k_ptr + offsets, mask=valid[:, None], other=0.0).to(q.dtype)  # FP8 caches too
         s = tl.dot(q, tl.trans(k)) * scale
         s = tl.where(valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, 1))
         p = tl.exp(s - m_new[:, None])
         alpha = tl.exp(m - m_new)
         l = l * alpha + tl.sum(p, 1)
-        v = tl.load(v_ptr + offsets, mask=valid[:, None], other=0.0)
+        v = tl.load(v_ptr + offsets, mask=valid[:, None], other=0.0).to(q.dtype)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m = m_new
 
