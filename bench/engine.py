@@ -80,14 +80,15 @@ def log(*parts) -> None:
 # -- correctness -------------------------------------------------------------------------------
 
 
-def check_kernel() -> float:
+def check_kernel(cache_dtype: torch.dtype = torch.bfloat16) -> float:
+    """The paged decode kernel against the gather reference on the same cache values, for a
+    bf16 or an FP8 cache (the kernel converts FP8 as it loads)."""
     from solver.engines.native.attention import DecodeMeta, decode_attention
     from solver.engines.native.paged_attention import paged_decode_attention
 
     torch.manual_seed(1)
     rows, heads, kv_heads, dim, blocks, bs = 7, 40, 8, 128, 300, 16
-    k = torch.randn(blocks, bs, kv_heads, dim, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn_like(k)
+    k, v = (torch.randn(blocks, bs, kv_heads, dim, device="cuda").to(cache_dtype) for _ in range(2))
     q = torch.randn(rows, heads, dim, device="cuda", dtype=torch.bfloat16)
     lens = torch.tensor([1, 15, 16, 17, 300, 1000, 2047], dtype=torch.int32, device="cuda")
     tables = torch.stack([torch.randperm(blocks - 1, device="cuda")[:128] + 1 for _ in range(rows)]).int()
@@ -95,29 +96,8 @@ def check_kernel() -> float:
     ref = decode_attention(q.float(), k.float(), v.float(), meta, dim**-0.5)
     out = paged_decode_attention(q, k, v, meta, dim**-0.5).float()
     err = ((out - ref).norm() / ref.norm()).item()
-    log(f"paged kernel vs gather reference: relative error {err:.2e}")
-    assert err < 1e-2 and not out.isnan().any()
-    return err
-
-
-def check_kernel_fp8_cache() -> float:
-    """The paged kernel on an FP8 cache (it converts as it loads) against the gather reference
-    on the same values."""
-    from solver.engines.native.attention import DecodeMeta, decode_attention
-    from solver.engines.native.paged_attention import paged_decode_attention
-
-    torch.manual_seed(2)
-    rows, heads, kv_heads, dim, blocks, bs = 7, 40, 8, 128, 300, 16
-    k, v = (torch.randn(blocks, bs, kv_heads, dim, device="cuda").to(torch.float8_e4m3fn) for _ in range(2))
-    q = torch.randn(rows, heads, dim, device="cuda", dtype=torch.bfloat16)
-    lens = torch.tensor([1, 15, 16, 17, 300, 1000, 2047], dtype=torch.int32, device="cuda")
-    tables = torch.stack([torch.randperm(blocks - 1, device="cuda")[:128] + 1 for _ in range(rows)]).int()
-    meta = DecodeMeta(torch.zeros(rows, dtype=torch.long, device="cuda"), tables, lens)
-    ref = decode_attention(q.float(), k.float(), v.float(), meta, dim**-0.5)
-    out = paged_decode_attention(q, k, v, meta, dim**-0.5).float()
-    err = ((out - ref).norm() / ref.norm()).item()
-    log(f"paged kernel on an FP8 cache vs gather reference on the same values: relative error {err:.2e}")
-    assert err < 1e-2 and not out.isnan().any(), f"FP8-cache kernel: relative error {err:.2e}"
+    log(f"paged kernel on a {cache_dtype} cache vs gather reference: relative error {err:.2e}")
+    assert err < 1e-2 and not out.isnan().any(), f"paged kernel, {cache_dtype} cache: relative error {err:.2e}"
     return err
 
 
@@ -482,7 +462,7 @@ def main() -> None:
     checks = {} if args.no_checks else {"kernel_rel_err": check_kernel()}
     if not args.no_checks and not args.no_fp8_kv:
         try:
-            checks["kernel_fp8_cache_rel_err"] = check_kernel_fp8_cache()
+            checks["kernel_fp8_cache_rel_err"] = check_kernel(torch.float8_e4m3fn)
         except Exception as exc:  # measure the rest anyway; an FP8 cache that fails is not measured
             checks["fp8_kv_check_failed"] = f"{type(exc).__name__}: {exc}"
             log(f"FP8 KV CHECK FAILED, fp8+kv8 not measured: {exc}")
