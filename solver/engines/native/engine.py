@@ -42,7 +42,7 @@ Not done: tensor parallelism; sliding-window models; draft beams wider than 1.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -270,10 +270,16 @@ class NativeEngine:
                 for seq, state in zip(rows, draw_states):
                     if state is not None:
                         seq.generator.set_state(state)
-                deltas = self._land_step(previous, None) if previous is not None else []
+                landed = self._land_step(previous, None) if previous is not None else []
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                return deltas + [self._end(s, "error", message) for s in rows if s.status is SequenceStatus.RUNNING]
+                # One delta per request: a row that just landed tokens and now fails gets both in one.
+                failing = {s.request_id: s for s in rows if s.status is SequenceStatus.RUNNING}
+                deltas = [d for d in landed if d.request_id not in failing]
+                tokens = {d.request_id: d.token_ids for d in landed}
+                for request_id, seq in failing.items():
+                    deltas.append(replace(self._end(seq, "error", message), token_ids=tokens.get(request_id, ())))
+                return deltas
             for seq in rows:
                 seq.num_inflight += 1
                 seq.num_cached_tokens += 1

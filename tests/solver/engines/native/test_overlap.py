@@ -93,3 +93,28 @@ def test_abort_while_a_step_is_queued_yields_nothing_more_and_frees_everything(m
     assert len(run.tokens.get("b", [])) == aborted_at and "b" not in run.finish
     assert run.tokens["a"] == run.tokens["c"] == reference(model, PROMPTS["long"], 25)
     assert engine.num_used_blocks() == 0
+
+
+def test_a_failed_step_ends_its_rows_with_an_error_and_the_engine_goes_on(model):
+    engine = NativeEngine(model, config=EngineConfig())
+    decode, calls = engine.runner.decode, []
+
+    def failing_once(seqs, sampling=None, feed=None):
+        calls.append(len(seqs))
+        if len(calls) == 4:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return decode(seqs, sampling, feed)
+
+    engine.runner.decode = failing_once
+    run = Collector(engine)
+    for name in ("a", "b"):
+        engine.add(Request(name, PROMPTS["long"], SamplingParams(max_tokens=25, temperature=0.0)))
+    run.run()
+    expected = reference(model, PROMPTS["long"], 25)
+    for name in ("a", "b"):  # the steps before the failure were delivered, then the error
+        assert run.finish[name] == "error" and run.tokens[name] == expected[: len(run.tokens[name])]
+        assert len(run.tokens[name]) == 4  # the prefill's token and those of the 3 good decode steps
+    assert engine.num_used_blocks() == 0
+    engine.add(Request("c", PROMPTS["short"], SamplingParams(max_tokens=6, temperature=0.0)))
+    run.run()
+    assert run.tokens["c"] == reference(model, PROMPTS["short"], 6) and run.finish["c"] == "length"
