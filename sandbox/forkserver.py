@@ -347,6 +347,11 @@ class _Server:
             os.kill(pid, signal.SIGKILL)
             if not self._own_uids:
                 _killpg_quietly(pid)
+                # Return once it is gone, as with own uids: reap it (it is our child).
+                deadline = time.monotonic() + _KILL_DEADLINE_S
+                while pid in self._workers and time.monotonic() < deadline:
+                    self._reap()
+                    time.sleep(0.0002)
         if self._own_uids:
             self._kill_all_of_uid(uid)
             if all(worker_uid != uid for worker_uid, _ in self._workers.values()):

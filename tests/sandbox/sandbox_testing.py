@@ -27,6 +27,14 @@ def session_uid_and_worker_pid(pool: Sandbox, session_id: str) -> tuple[int, int
     return int(uid), int(pid)
 
 
+def session_gone(uid: int, pids) -> bool:
+    """Every process of a session is gone: with root, none of its own uid is left; without
+    root (sessions run as our own uid, like this test), none of `pids` is alive."""
+    if uid != os.getuid():
+        return pids_of_uid(uid) == set()
+    return not any(is_alive(pid) for pid in pids)
+
+
 def pids_of_uid(uid: int) -> set[int]:
     """Live (non-zombie) processes whose real uid is `uid`."""
     found = set()

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from sandbox_testing import (TEST_LIMITS, descendants, is_alive, pids_of_uid, processes_of,
+from sandbox_testing import (TEST_LIMITS, descendants, is_alive, processes_of, session_gone,
                              run_ok, session_uid_and_worker_pid, wait_until)
 
 from sandbox import Sandbox
@@ -50,7 +50,7 @@ def test_execute_is_thread_safe(sandbox, session_id):
 
 
 def test_close_session_cancels_queued_calls_and_kills_the_running_one(sandbox, session_id):
-    uid, _ = session_uid_and_worker_pid(sandbox, session_id)
+    uid, worker = session_uid_and_worker_pid(sandbox, session_id)
     running = sandbox.submit(session_id, "import time\ntime.sleep(30)", timeout_s=30)
     queued = sandbox.submit(session_id, "print('never')")
     time.sleep(0.3)
@@ -61,7 +61,7 @@ def test_close_session_cancels_queued_calls_and_kills_the_running_one(sandbox, s
     assert running.result().note == CLOSED_DURING
     assert queued.result(timeout=2).status == "crashed"
     assert queued.result().note == CLOSED_BEFORE
-    assert pids_of_uid(uid) == set()
+    assert session_gone(uid, [worker])
 
 
 def test_idle_workers_are_evicted_beyond_max_workers_and_restored_by_replay():
@@ -98,7 +98,7 @@ def test_close_leaves_no_process_behind():
     assert len(tree) == 3  # the fork server and two workers
     pool.close()
     assert not any(is_alive(pid) for pid in tree)
-    assert all(pids_of_uid(uid) == set() for uid in uids)
+    assert all(session_gone(uid, tree) for uid in uids)
 
 
 def test_garbage_collection_leaves_no_process_behind():
@@ -111,7 +111,7 @@ def test_garbage_collection_leaves_no_process_behind():
     del pool
     gc.collect()
     assert not any(is_alive(pid) for pid in tree)
-    assert pids_of_uid(uid) == set()
+    assert session_gone(uid, tree)
 
 
 _CHILD_PROGRAM = """
