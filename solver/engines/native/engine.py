@@ -245,47 +245,57 @@ class NativeEngine:
 
     def _decode_overlapped(self, seqs: list[Sequence]) -> list[Delta]:
         """Queue a decode step for `seqs`, then land the step queued before it."""
-        previous = self._queued
+        previous, self._queued = self._queued, None
         # A sequence whose queued token will be its last (max_tokens, context limit) is not fed again.
         rows = [
             s for s in seqs
             if s.num_generated_tokens + s.num_inflight < s.params.max_tokens and s.num_tokens + s.num_inflight <= self.max_model_len
         ]  # fmt: skip
-        self._queued = None
         if rows:
-            feed = [previous.index[s] if s.num_inflight else -1 for s in rows]
-            draw_states = [s.generator.get_state() if s.params.temperature > 0 else None for s in rows]
-            temperature, top_p, uniform = sampling_inputs([s.params for s in rows], [s.generator for s in rows])
             try:
-                with torch.inference_mode():
-                    logits, tokens = self.runner.decode(rows, (temperature, top_p, uniform), feed)
-                    ready = None
-                    if self.device.type == "cuda":  # the next replay reuses the graph's output buffers
-                        logits = logits.clone()
-                        tokens = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True).copy_(tokens, non_blocking=True)
-                        ready = torch.cuda.Event()
-                        ready.record()
+                self._queued = self._queue(rows, previous)
             except RuntimeError as exc:
-                message = f"{type(exc).__name__}: {exc}"
-                for seq, state in zip(rows, draw_states):
-                    if state is not None:
-                        seq.generator.set_state(state)
-                landed = self._land_step(previous, None) if previous is not None else []
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                # One delta per request: a row that just landed tokens and now fails gets both in one.
-                failing = {s.request_id: s for s in rows if s.status is SequenceStatus.RUNNING}
-                deltas = [d for d in landed if d.request_id not in failing]
-                tokens = {d.request_id: d.token_ids for d in landed}
-                for request_id, seq in failing.items():
-                    deltas.append(replace(self._end(seq, "error", message), token_ids=tokens.get(request_id, ())))
-                return deltas
-            for seq in rows:
-                seq.num_inflight += 1
-                seq.num_cached_tokens += 1
-            self.stats.num_decode_steps += 1
-            self._queued = _Queued(rows, {s: i for i, s in enumerate(rows)}, logits, tokens, ready, (temperature, top_p, uniform), draw_states)
+                return self._launch_failed(rows, previous, f"{type(exc).__name__}: {exc}")
         return self._land_step(previous, self._queued) if previous is not None else []
+
+    def _queue(self, rows: list[Sequence], previous: _Queued | None) -> _Queued:
+        """Draw each row's uniform and queue its decode on the device; a row whose last token is
+        still in `previous` takes it from there. On failure nothing has changed (draws rewound)."""
+        feed = [previous.index[s] if s.num_inflight else -1 for s in rows]
+        draw_states = [s.generator.get_state() if s.params.temperature > 0 else None for s in rows]
+        sampling = sampling_inputs([s.params for s in rows], [s.generator for s in rows])
+        try:
+            with torch.inference_mode():
+                logits, tokens = self.runner.decode(rows, sampling, feed)
+                ready = None
+                if self.device.type == "cuda":  # the next replay reuses the graph's output buffers
+                    logits = logits.clone()
+                    tokens = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True).copy_(tokens, non_blocking=True)
+                    ready = torch.cuda.Event()
+                    ready.record()
+        except RuntimeError:
+            for seq, state in zip(rows, draw_states):
+                if state is not None:
+                    seq.generator.set_state(state)
+            raise
+        for seq in rows:
+            seq.num_inflight += 1
+            seq.num_cached_tokens += 1
+        self.stats.num_decode_steps += 1
+        return _Queued(rows, {s: i for i, s in enumerate(rows)}, logits, tokens, ready, sampling, draw_states)
+
+    def _launch_failed(self, rows: list[Sequence], previous: _Queued | None, message: str) -> list[Delta]:
+        """Land the step before, then end the rows still running with the error; a request that
+        landed tokens in this step gets them and the error in one delta."""
+        landed = self._land_step(previous, None) if previous is not None else []
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        failing = {s.request_id: s for s in rows if s.status is SequenceStatus.RUNNING}
+        deltas = [d for d in landed if d.request_id not in failing]
+        tokens = {d.request_id: d.token_ids for d in landed}
+        for request_id, seq in failing.items():
+            deltas.append(replace(self._end(seq, "error", message), token_ids=tokens.get(request_id, ())))
+        return deltas
 
     def _land(self) -> list[Delta]:
         """Land the queued step (nothing queued after it)."""
