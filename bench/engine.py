@@ -80,9 +80,11 @@ def log(*parts) -> None:
 # -- correctness -------------------------------------------------------------------------------
 
 
-def check_kernel(cache_dtype: torch.dtype = torch.bfloat16) -> float:
+def check_kernel(cache_dtype: torch.dtype = torch.bfloat16, shared_blocks: int = 0) -> float:
     """The paged decode kernel against the gather reference on the same cache values, for a
-    bf16 or an FP8 cache (the kernel converts FP8 as it loads)."""
+    bf16 or an FP8 cache (the kernel converts FP8 as it loads); with `shared_blocks`, every row's
+    table starts with the same blocks and the kernel is told so (compared on the rows longer
+    than them; a shorter row stands for a padded graph row)."""
     from solver.engines.native.attention import DecodeMeta, decode_attention
     from solver.engines.native.paged_attention import paged_decode_attention
 
@@ -92,12 +94,15 @@ def check_kernel(cache_dtype: torch.dtype = torch.bfloat16) -> float:
     q = torch.randn(rows, heads, dim, device="cuda", dtype=torch.bfloat16)
     lens = torch.tensor([1, 15, 16, 17, 300, 1000, 2047], dtype=torch.int32, device="cuda")
     tables = torch.stack([torch.randperm(blocks - 1, device="cuda")[:128] + 1 for _ in range(rows)]).int()
-    meta = DecodeMeta(torch.zeros(rows, dtype=torch.long, device="cuda"), tables, lens)
-    ref = decode_attention(q.float(), k.float(), v.float(), meta, dim**-0.5)
-    out = paged_decode_attention(q, k, v, meta, dim**-0.5).float()
-    err = ((out - ref).norm() / ref.norm()).item()
-    log(f"paged kernel on a {cache_dtype} cache vs gather reference: relative error {err:.2e}")
-    assert err < 1e-2 and not out.isnan().any(), f"paged kernel, {cache_dtype} cache: relative error {err:.2e}"
+    tables[:, :shared_blocks] = tables[0, :shared_blocks]
+    slots = torch.zeros(rows, dtype=torch.long, device="cuda")
+    hint = torch.tensor([shared_blocks * bs], dtype=torch.int32, device="cuda") if shared_blocks else None
+    ref = decode_attention(q.float(), k.float(), v.float(), DecodeMeta(slots, tables, lens), dim**-0.5)
+    out = paged_decode_attention(q, k, v, DecodeMeta(slots, tables, lens, hint), dim**-0.5).float()
+    real = lens > shared_blocks * bs
+    err = ((out[real] - ref[real]).norm() / ref[real].norm()).item()
+    log(f"paged kernel on a {cache_dtype} cache, {shared_blocks} shared blocks, vs gather reference: relative error {err:.2e}")
+    assert err < 1e-2 and not out[real].isnan().any(), f"paged kernel, {cache_dtype} cache, {shared_blocks} shared blocks: relative error {err:.2e}"
     return err
 
 
@@ -294,7 +299,8 @@ def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str
     assert engine.num_used_blocks() == 0, "blocks left after the workload"
     step_ms = 1e3 * decode_s / max(decode_steps, 1)
     floor_ms = 1e3 * decode_bytes / max(decode_steps, 1) / bw
-    return Row("native", precision, num_samples, label or f"{prompt_len}+{max(lengths)}", total, tokens / total,
+    name = "native+shared-prefix" if engine.config.shared_prefix_attention else "native"
+    return Row(name, precision, num_samples, label or f"{prompt_len}+{max(lengths)}", total, tokens / total,
                tokens / total / num_samples, decode_bytes / max(decode_steps, 1) / 1e9, floor_ms, step_ms,
                100 * floor_ms / step_ms, engine.stats.extra.get("sampling_fallback_rows", 0) - fallback_before,
                unique_bytes / max(decode_steps, 1) / 1e9, 100 * 1e3 * unique_bytes / max(decode_steps, 1) / bw / step_ms)  # fmt: skip
@@ -445,6 +451,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-fp8", action="store_true")
     parser.add_argument("--no-fp8-kv", action="store_true", help="skip the FP8 weights + FP8 KV cache rows")
     parser.add_argument("--no-baseline", action="store_true", help="skip transformers' continuous batching")
+    parser.add_argument("--shared-prefix-attention", action="store_true", help="native rows read the shared prompt's KV once per step")
     parser.add_argument("--fp8-kv-only", action="store_true", help="of the FP8 rows, only FP8 weights + FP8 KV cache")
     parser.add_argument("--no-checks", action="store_true", help="skip the GPU correctness checks (they ran in an earlier call)")
     parser.add_argument("--profile", action="store_true", help="only profile one decode step per precision at 16 samples")
@@ -460,6 +467,8 @@ def main() -> None:
 
     log(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  date {time.strftime('%Y-%m-%d')}")
     checks = {} if args.no_checks else {"kernel_rel_err": check_kernel()}
+    if not args.no_checks and args.shared_prefix_attention:
+        checks["kernel_shared_prefix_rel_err"] = check_kernel(shared_blocks=8)
     if not args.no_checks and not args.no_fp8_kv:
         try:
             checks["kernel_fp8_cache_rel_err"] = check_kernel(torch.float8_e4m3fn)
@@ -515,7 +524,9 @@ def main() -> None:
                 continue
         t0 = time.perf_counter()
         kv = "fp8" if precision == "fp8+kv8" else "auto"  # fp8+kv8: FP8 weights and an FP8 KV cache
-        engine = NativeEngine(native, config=EngineConfig(max_num_seqs=max(args.samples), max_model_len=max_len, kv_cache_dtype=kv))
+        config = EngineConfig(max_num_seqs=max(args.samples), max_model_len=max_len, kv_cache_dtype=kv,
+                              shared_prefix_attention=args.shared_prefix_attention)  # fmt: skip
+        engine = NativeEngine(native, config=config)
         log(f"{precision} engine: {engine.block_manager.num_blocks} blocks, attention {engine.attention_backend}, built in {time.perf_counter() - t0:.1f} s")
         wb = weight_bytes(native)
         run_workload(engine, wb, bw, precision, 2, 100, [8, 8])  # warm-up

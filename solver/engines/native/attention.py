@@ -42,6 +42,9 @@ class DecodeMeta:
     slot_mapping: torch.Tensor  # [rows] int64
     block_tables: torch.Tensor  # [rows, max_blocks] int32, padded with 0 (the scratch block)
     context_lens: torch.Tensor  # [rows] int32
+    # [1] int32: leading positions whose blocks every real row shares (a multiple of the block
+    # size, below every real row's length); a hint for the paged kernel, None: no sharing used.
+    shared_len: torch.Tensor | None = None
 
 
 def store_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:

@@ -69,6 +69,9 @@ class EngineConfig:
     num_draft_tokens: int | None = None  # with a drafter: L per step; None: as it was trained (else 3)
     overlap_decode: bool = True  # queue decode step N+1 before reading step N's tokens (no drafter)
     kv_cache_dtype: str = "auto"  # "auto": the model's dtype; "fp8": e4m3, half the bytes (saturates at +-448)
+    # Decode attention reads the blocks all rows share (the prompt of N samples) once per step
+    # instead of once per row. Off: not yet measured on a GPU (bench/engine.py --shared-prefix-attention).
+    shared_prefix_attention: bool = False
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:

@@ -25,7 +25,8 @@ DecodeFn = Callable[[torch.Tensor, torch.Tensor, DecodeMeta, Sampling, torch.Ten
 
 
 class DecodeGraphs:
-    def __init__(self, decode: DecodeFn, batch_sizes: list[int], max_blocks_per_seq: int, device: torch.device) -> None:
+    def __init__(self, decode: DecodeFn, batch_sizes: list[int], max_blocks_per_seq: int, device: torch.device,
+                 shared_prefix: bool = False) -> None:  # fmt: skip
         self.batch_sizes = batch_sizes
         largest = batch_sizes[-1]
         # input ids, feed, positions, slots: one buffer, so one copy per step
@@ -34,6 +35,7 @@ class DecodeGraphs:
         self.feed.fill_(-1)
         self.tables = torch.zeros(largest, max_blocks_per_seq, dtype=torch.int32, device=device)
         self.lens = torch.ones(largest, dtype=torch.int32, device=device)
+        self.shared = torch.zeros(1, dtype=torch.int32, device=device) if shared_prefix else None  # see DecodeMeta.shared_len
         self.sampling = torch.zeros(3, largest, dtype=torch.float32, device=device)  # temperature, top_p, uniform
         self.sampling[1] = 1.0
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -41,7 +43,7 @@ class DecodeGraphs:
         pool = None
         with torch.inference_mode():
             for size in reversed(batch_sizes):
-                meta = DecodeMeta(self.slots[:size], self.tables[:size], self.lens[:size])
+                meta = DecodeMeta(self.slots[:size], self.tables[:size], self.lens[:size], self.shared)
                 args = (self.input_ids[:size], self.positions[:size], meta, tuple(self.sampling[:, :size]), self.feed[:size])
                 decode(*args)  # warm up: compile kernels, allocate workspaces
                 torch.cuda.synchronize(device)
@@ -63,6 +65,7 @@ class DecodeGraphs:
         lens: list[int],
         sampling: tuple[list[float], list[float], list[float]] | None = None,
         feed: list[int] | None = None,
+        shared_len: int = 0,
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         rows = len(input_ids)
         size = self.batch_sizes[bisect.bisect_left(self.batch_sizes, rows)]
@@ -76,6 +79,8 @@ class DecodeGraphs:
         ints = [input_ids + [0] * pad, (feed or [-1] * rows) + [-1] * pad, positions + [0] * pad, slots + [0] * pad]
         self.ints[:, :size].copy_(pinned(ints, torch.int64), non_blocking=True)
         self.lens[:size].copy_(pinned(lens + [1] * pad, torch.int32), non_blocking=True)
+        if self.shared is not None:
+            self.shared.copy_(pinned([shared_len], torch.int32), non_blocking=True)
         width = max(len(t) for t in tables)
         padded = [t + [0] * (width - len(t)) for t in tables] + [[0] * width] * pad
         self.tables[:size, :width].copy_(pinned(padded, torch.int32), non_blocking=True)

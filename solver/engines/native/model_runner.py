@@ -78,6 +78,17 @@ def num_kv_blocks(config: EngineConfig, shape: ModelShape, max_model_len: int, d
     return blocks
 
 
+def shared_prefix_len(tables: list[list[int]], context_lens: list[int], block_size: int) -> int:
+    """Leading positions whose blocks are the same in every table (`DecodeMeta.shared_len`):
+    whole blocks only, and below every row's length, so each row keeps its own last token."""
+    first = tables[0]
+    blocks = min(min(context_lens) - 1, len(first) * block_size) // block_size
+    for table in tables[1:]:
+        while blocks and table[:blocks] != first[:blocks]:
+            blocks -= 1  # rare: rows of different prompts
+    return blocks * block_size
+
+
 def kv_dtype(config: EngineConfig, model_dtype: torch.dtype) -> torch.dtype:
     return FP8 if config.kv_cache_dtype == "fp8" else model_dtype
 
@@ -102,7 +113,8 @@ class ModelRunner:
     def enable_graphs(self, batch_sizes: tuple[int, ...]) -> None:
         from .graphs import DecodeGraphs
 
-        self.graphs = DecodeGraphs(self._decode_logits, sorted(batch_sizes), self.max_blocks_per_seq, self.device)
+        self.graphs = DecodeGraphs(self._decode_logits, sorted(batch_sizes), self.max_blocks_per_seq, self.device,
+                                   shared_prefix=self.config.shared_prefix_attention)  # fmt: skip
 
     def _slots(self, seq: Sequence, start: int, end: int) -> list[int]:
         bs, table = self.config.block_size, seq.block_table
@@ -167,12 +179,14 @@ class ModelRunner:
                 context_lens.append(p + 1)
         if feed is not None:
             assert not any(drafts) and len(seqs) <= self.last_tokens.shape[0], "fed rows are plain decode rows"
+        shared = shared_prefix_len(tables, context_lens, bs) if self.config.shared_prefix_attention else 0
         if self.graphs is not None and self.graphs.fits(len(input_ids)):
-            out = self.graphs.run(input_ids, positions, slots, tables, context_lens, sampling, feed)
+            out = self.graphs.run(input_ids, positions, slots, tables, context_lens, sampling, feed, shared)
             return out if sampling is not None or self.with_hidden else out[0]
         width = max(len(t) for t in tables)
         tables = [t + [0] * (width - len(t)) for t in tables]
-        meta = DecodeMeta(self._tensor(slots), self._tensor(tables, torch.int32), self._tensor(context_lens, torch.int32))
+        shared_len = self._tensor([shared], torch.int32) if self.config.shared_prefix_attention else None
+        meta = DecodeMeta(self._tensor(slots), self._tensor(tables, torch.int32), self._tensor(context_lens, torch.int32), shared_len)
         inputs = None if sampling is None else tuple(self._tensor(column, torch.float32) for column in sampling)
         return self._decode_logits(self._tensor(input_ids), self._tensor(positions), meta, inputs, None if feed is None else self._tensor(feed))
 

@@ -23,32 +23,18 @@ from .ops import merge_splits
 
 
 @triton.jit
-def _decode_kernel(
-    q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, out_ptr, lse_ptr,
-    scale, table_stride,
-    NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-):  # fmt: skip
-    row = tl.program_id(0)
-    kv_head = tl.program_id(1)
-    split = tl.program_id(2)
-    length = tl.load(lens_ptr + row)
-    per_split = tl.cdiv(tl.cdiv(length, NUM_SPLITS), BLOCK_N) * BLOCK_N
-    start = split * per_split
-    end = tl.minimum(start + per_split, length)
-
-    g = tl.arange(0, GROUP_PAD)
+def _attend(q, k_ptr, v_ptr, table_ptr, start, end, kv_head, scale,
+            NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+    """Online softmax of the query rows q [Q, HEAD_DIM] over positions [start, end) of one block
+    table: (unnormalised output [Q, HEAD_DIM], running max [Q], running sum [Q])."""
     d = tl.arange(0, HEAD_DIM)
-    heads = kv_head * GROUP + g
-    q = tl.load(q_ptr + (row * NUM_HEADS + heads)[:, None] * HEAD_DIM + d[None, :], mask=(g < GROUP)[:, None], other=0.0)
-
-    m = tl.full([GROUP_PAD], float("-inf"), tl.float32)
-    l = tl.zeros([GROUP_PAD], tl.float32)
-    acc = tl.zeros([GROUP_PAD, HEAD_DIM], tl.float32)
+    m = tl.full([q.shape[0]], float("-inf"), tl.float32)
+    l = tl.zeros([q.shape[0]], tl.float32)
+    acc = tl.zeros([q.shape[0], HEAD_DIM], tl.float32)
     for n0 in range(start, end, BLOCK_N):
         t = n0 + tl.arange(0, BLOCK_N)
         valid = t < end
-        page = tl.load(tables_ptr + row * table_stride + t // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
+        page = tl.load(table_ptr + t // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
         slot = page * BLOCK_SIZE + t % BLOCK_SIZE
         offsets = (slot * NUM_KV_HEADS + kv_head)[:, None] * HEAD_DIM + d[None, :]
         k = tl.load(k_ptr + offsets, mask=valid[:, None], other=0.0).to(q.dtype)  # FP8 caches too
@@ -61,36 +47,116 @@ def _decode_kernel(
         v = tl.load(v_ptr + offsets, mask=valid[:, None], other=0.0).to(q.dtype)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m = m_new
+    return acc, m, l
 
+
+@triton.jit
+def _store_split(out_ptr, lse_ptr, acc, m, l, index, mask, HEAD_DIM: tl.constexpr):
+    """One split's normalised output and log-sum-exp at flat (row, head, split) `index` [Q]."""
+    d = tl.arange(0, HEAD_DIM)
     safe_l = tl.where(l > 0, l, 1.0)
-    out_offsets = ((row * NUM_HEADS + heads) * NUM_SPLITS + split)[:, None] * HEAD_DIM + d[None, :]
-    tl.store(out_ptr + out_offsets, acc / safe_l[:, None], mask=(g < GROUP)[:, None])
-    lse = tl.where(l > 0, m + tl.log(safe_l), float("-inf"))
-    tl.store(lse_ptr + (row * NUM_HEADS + heads) * NUM_SPLITS + split, lse, mask=g < GROUP)
+    tl.store(out_ptr + index[:, None] * HEAD_DIM + d[None, :], acc / safe_l[:, None], mask=mask[:, None])
+    tl.store(lse_ptr + index, tl.where(l > 0, m + tl.log(safe_l), float("-inf")), mask=mask)
+
+
+@triton.jit
+def _decode_kernel(
+    q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, shared_ptr, out_ptr, lse_ptr,
+    scale, table_stride,
+    NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    TOTAL_SPLITS: tl.constexpr, SPLIT_BASE: tl.constexpr, HAS_SHARED: tl.constexpr,
+):  # fmt: skip
+    """One row's query heads of one KV head over its share of the row's own context: positions
+    [shared, length) where `shared` leading positions are left to `_shared_prefix_kernel`."""
+    row = tl.program_id(0)
+    kv_head = tl.program_id(1)
+    split = tl.program_id(2)
+    length = tl.load(lens_ptr + row)
+    first = length * 0
+    if HAS_SHARED:
+        first = tl.minimum(tl.load(shared_ptr), length)
+    per_split = tl.cdiv(tl.cdiv(length - first, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    start = first + split * per_split
+    end = tl.minimum(start + per_split, length)
+
+    g = tl.arange(0, GROUP_PAD)
+    d = tl.arange(0, HEAD_DIM)
+    heads = kv_head * GROUP + g
+    q = tl.load(q_ptr + (row * NUM_HEADS + heads)[:, None] * HEAD_DIM + d[None, :], mask=(g < GROUP)[:, None], other=0.0)
+    acc, m, l = _attend(q, k_ptr, v_ptr, tables_ptr + row * table_stride, start, end, kv_head, scale,
+                        NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE, BLOCK_N)  # fmt: skip
+    _store_split(out_ptr, lse_ptr, acc, m, l, (row * NUM_HEADS + heads) * TOTAL_SPLITS + SPLIT_BASE + split, g < GROUP, HEAD_DIM)
+
+
+@triton.jit
+def _shared_prefix_kernel(
+    q_ptr, k_ptr, v_ptr, tables_ptr, shared_ptr, out_ptr, lse_ptr,
+    scale, rows,
+    NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_Q: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, TOTAL_SPLITS: tl.constexpr,
+):  # fmt: skip
+    """Every row's query heads of one KV head (BLOCK_Q of them per program) over the positions
+    [0, shared) that all rows' block tables share, read once for all rows (row 0's table)."""
+    kv_head = tl.program_id(0)
+    tile = tl.program_id(1)
+    split = tl.program_id(2)
+    shared = tl.load(shared_ptr)
+    per_split = tl.cdiv(tl.cdiv(shared, NUM_SPLITS), BLOCK_N) * BLOCK_N
+    start = split * per_split
+    end = tl.minimum(start + per_split, shared)
+
+    j = tile * BLOCK_Q + tl.arange(0, BLOCK_Q)  # (row, query head of this KV head) pairs
+    valid = j < rows * GROUP
+    row = j // GROUP
+    head = kv_head * GROUP + j % GROUP
+    d = tl.arange(0, HEAD_DIM)
+    q = tl.load(q_ptr + (row * NUM_HEADS + head)[:, None] * HEAD_DIM + d[None, :], mask=valid[:, None], other=0.0)
+    acc, m, l = _attend(q, k_ptr, v_ptr, tables_ptr, start, end, kv_head, scale, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE, BLOCK_N)
+    _store_split(out_ptr, lse_ptr, acc, m, l, (row * NUM_HEADS + head) * TOTAL_SPLITS + split, valid, HEAD_DIM)
 
 
 def num_splits_for(rows: int, num_kv_heads: int, device: torch.device) -> int:
-    """Enough programs to fill the GPU about twice over, at most 16 splits."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    """Enough programs to fill the GPU about twice over, at most 16 splits (on the CPU, in Triton's
+    interpreter, as if there were 8 multiprocessors, so that tests cross split boundaries)."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
     return max(1, min(16, -(-2 * sms // (rows * num_kv_heads))))
 
 
+BLOCK_Q = 64  # query vectors per program of the shared-prefix kernel
+
+
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: DecodeMeta, scale: float) -> torch.Tensor:
-    """q [rows, heads, head_dim] -> [rows, heads, head_dim]."""
+    """q [rows, heads, head_dim] -> [rows, heads, head_dim]. With `meta.shared_len`, the
+    positions every row shares are read once for all rows, the rest per row."""
     rows, heads, head_dim = q.shape
     _, block_size, kv_heads, _ = k_cache.shape
     group = heads // kv_heads
-    splits = num_splits_for(rows, kv_heads, q.device)
-    partial = torch.empty(rows, heads, splits, head_dim, dtype=torch.float32, device=q.device)
-    lse = torch.empty(rows, heads, splits, dtype=torch.float32, device=q.device)
-    _decode_kernel[(rows, kv_heads, splits)](
-        q.contiguous(), k_cache, v_cache, meta.block_tables, meta.context_lens, partial, lse,
+    q = q.contiguous()
+    own_splits = num_splits_for(rows, kv_heads, q.device)
+    tiles = -(-rows * group // BLOCK_Q)
+    shared_splits = num_splits_for(tiles, kv_heads, q.device) if meta.shared_len is not None else 0
+    total = shared_splits + own_splits
+    partial = torch.empty(rows, heads, total, head_dim, dtype=torch.float32, device=q.device)
+    lse = torch.empty(rows, heads, total, dtype=torch.float32, device=q.device)
+    shared = meta.shared_len if meta.shared_len is not None else meta.context_lens  # unread without HAS_SHARED
+    if shared_splits:
+        _shared_prefix_kernel[(kv_heads, tiles, shared_splits)](
+            q, k_cache, v_cache, meta.block_tables, shared, partial, lse, scale, rows,
+            NUM_HEADS=heads, NUM_KV_HEADS=kv_heads, GROUP=group, HEAD_DIM=head_dim, BLOCK_SIZE=block_size,
+            BLOCK_N=64, BLOCK_Q=BLOCK_Q, NUM_SPLITS=shared_splits, TOTAL_SPLITS=total,
+            num_warps=4, num_stages=2,
+        )  # fmt: skip
+    _decode_kernel[(rows, kv_heads, own_splits)](
+        q, k_cache, v_cache, meta.block_tables, meta.context_lens, shared, partial, lse,
         scale, meta.block_tables.stride(0),
         NUM_HEADS=heads, NUM_KV_HEADS=kv_heads, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)),
-        HEAD_DIM=head_dim, BLOCK_SIZE=block_size, BLOCK_N=64, NUM_SPLITS=splits,
+        HEAD_DIM=head_dim, BLOCK_SIZE=block_size, BLOCK_N=64, NUM_SPLITS=own_splits,
+        TOTAL_SPLITS=total, SPLIT_BASE=shared_splits, HAS_SHARED=shared_splits > 0,
         num_warps=4, num_stages=2,
     )  # fmt: skip
-    return _merge(partial, lse, q.dtype)
+    return (_merge if q.is_cuda else merge_splits)(partial, lse, q.dtype)
 
 
 _merge = torch.compile(merge_splits, fullgraph=True)  # reset with the ops by `ops.fused()`

@@ -1,0 +1,97 @@
+"""Shared-prefix decode attention: which positions all rows share (a pure function), the engine
+with the option on (CPU: the hint is computed and ignored by the gather attention, outputs
+unchanged), and the Triton kernels themselves in Triton's CPU interpreter (float32; skipped
+where Triton or an interpreter-compatible NumPy is missing).
+
+Run: pytest tests/solver/engines/native/test_shared_prefix.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+
+from solver.engines.base import Request, SamplingParams
+from solver.engines.native import EngineConfig, NativeEngine
+from solver.engines.native.model_runner import shared_prefix_len
+from tests.solver.engines.engine_testing import PROMPTS, Collector, reference, tiny_model
+
+ROOT = Path(__file__).resolve().parents[4]
+
+
+@pytest.mark.parametrize(
+    "tables, lens, expected",
+    [
+        ([[5, 6, 7], [5, 6, 8], [5, 6, 9]], [40, 41, 45], 32),  # two shared blocks of 16
+        ([[5, 6, 7], [5, 6, 8]], [33, 40], 32),  # a row's last token starts block 3: both shared blocks usable
+        ([[5, 6, 7], [5, 6, 8]], [32, 40], 16),  # the first row's last token is in block 2: it stays its own
+        ([[5, 6, 7], [4, 6, 7]], [40, 40], 0),  # different first blocks: nothing shared
+        ([[5, 6, 7, 8]], [60], 48),  # one row: all its full blocks before its last token
+        ([[5], [5]], [1, 1], 0),
+    ],
+)
+def test_shared_prefix_len_counts_whole_common_blocks_before_every_last_token(tables, lens, expected):
+    assert shared_prefix_len(tables, lens, 16) == expected
+
+
+def test_engine_with_shared_prefix_attention_equals_generate():
+    model = tiny_model("qwen2")
+    engine = NativeEngine(model, config=EngineConfig(block_size=4, shared_prefix_attention=True))
+    run = Collector(engine)
+    for i in range(3):
+        engine.add(Request(f"s{i}", PROMPTS["long"], SamplingParams(max_tokens=16, temperature=0.0)))
+    engine.add(Request("other", PROMPTS["medium"], SamplingParams(max_tokens=16, temperature=0.0)))
+    run.run()
+    assert run.tokens["s0"] == run.tokens["s1"] == run.tokens["s2"] == reference(model, PROMPTS["long"], 16)
+    assert run.tokens["other"] == reference(model, PROMPTS["medium"], 16)
+
+
+_KERNEL_CHECK = """
+import json, torch
+from solver.engines.native.attention import DecodeMeta, decode_attention
+from solver.engines.native.paged_attention import paged_decode_attention
+torch.manual_seed(0)
+rows, heads, kv_heads, dim, blocks, bs = 6, 8, 2, 32, 64, 4
+k, v = (torch.randn(blocks, bs, kv_heads, dim) for _ in range(2))
+q = torch.randn(rows, heads, dim)
+prefix = (torch.randperm(blocks - 1)[:5] + 1).tolist()  # 5 blocks (20 positions) every row shares
+tables = torch.tensor([prefix + (torch.randperm(blocks - 1)[:6] + 1).tolist() for _ in range(rows)], dtype=torch.int32)
+lens = torch.tensor([21, 22, 30, 44, 1, 35], dtype=torch.int32)  # row 4 stands for a padded graph row
+slots = torch.zeros(rows, dtype=torch.long)
+ref = decode_attention(q, k, v, DecodeMeta(slots, tables, lens), dim**-0.5)
+errors = {}
+for shared in (None, 0, 20):
+    hint = None if shared is None else torch.tensor([shared], dtype=torch.int32)
+    got = paged_decode_attention(q, k, v, DecodeMeta(slots, tables, lens, hint), dim**-0.5)
+    real = [i for i in range(rows) if lens[i] > (shared or 0)]
+    errors[str(shared)] = ((got[real] - ref[real]).norm() / ref[real].norm()).item()
+print(json.dumps(errors))
+"""
+
+
+def _interpreter_unavailable() -> str | None:
+    if find_spec("triton") is None:
+        return "triton is not installed"
+    import numpy
+
+    if tuple(int(x) for x in numpy.__version__.split(".")[:2]) >= (2, 3):
+        return f"Triton's interpreter needs NumPy < 2.3, found {numpy.__version__}"
+    return None
+
+
+@pytest.mark.skipif(_interpreter_unavailable() is not None, reason=str(_interpreter_unavailable()))
+def test_paged_kernels_equal_the_gather_attention_in_the_triton_interpreter():
+    # A fresh process: TRITON_INTERPRET must be set before the kernels are defined.
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", _KERNEL_CHECK], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    errors = json.loads(done.stdout.strip().splitlines()[-1])
+    assert errors["None"] < 1e-5  # the per-row kernel alone
+    assert errors["0"] < 1e-5  # with a shared prefix of nothing
+    assert errors["20"] < 1e-5  # 20 positions read once for all rows, the rest per row
