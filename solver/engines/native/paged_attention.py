@@ -1,4 +1,5 @@
-"""Decode attention over the paged KV cache as a Triton kernel (CUDA only).
+"""Decode attention over the paged KV cache as Triton kernels (CUDA; on the CPU only in Triton's
+interpreter, which the tests use in float32).
 
 One program per (row, KV head, context split): it loads the row's group of query heads
 ([group, head_dim], padded to 16 rows for the tensor cores), walks its share of the context
@@ -7,9 +8,15 @@ merged in PyTorch by their log-sum-exp. Each row's KV is read once, only up to i
 length, so a padded CUDA-graph batch pays only for real tokens and the block table may be as
 wide as the longest allowed sequence.
 
+With `DecodeMeta.shared_len` (the N samples of a prompt share its blocks), a second kernel takes
+the shared positions: one program per (KV head, tile of BLOCK_Q query vectors of all rows,
+split) reads each shared block once for every row's queries, the per-row kernel reads only
+what follows, and all splits merge the same way. Without it every row reads its own copy.
+
 Guaranteed: the same function as `attention.decode_attention` up to bf16/f32 rounding, for
-caches in the query's dtype or FP8 (converted to the query's dtype as they are loaded).
-Not done: sharing reads of a common prefix between rows (each row reads its own blocks).
+caches in the query's dtype or FP8 (converted to the query's dtype as they are loaded), with or
+without the shared-prefix split (rows no longer than `shared_len`, padded graph rows, get
+meaningless output). Not measured yet: the shared-prefix kernel's speed on a GPU.
 """
 
 from __future__ import annotations
