@@ -385,6 +385,11 @@ def profile_step(engine: NativeEngine, precision: str, num_samples: int, prompt_
         if event.device_type.name == "CUDA":
             kernels.setdefault(event.name[:90], []).append(event.device_time_total / 1e3)
     top = sorted(((sum(v), len(v), k) for k, v in kernels.items()), reverse=True)[:14]
+    # The replay's kernels in launch order, from the second layer's input norm on: what one
+    # layer costs, kernel by kernel (a layer is the stretch between two "rsqrt" norm kernels).
+    ordered = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
+    norms = [i for i, e in enumerate(ordered) if "rsqrt" in e.name]
+    one_layer = ordered[norms[2] : norms[4]] if len(norms) > 4 else ordered[:40]
     by_kind: dict[str, float] = {}
     for name, times in kernels.items():
         by_kind[kernel_kind(name)] = by_kind.get(kernel_kind(name), 0.0) + sum(times)
@@ -422,6 +427,7 @@ def profile_step(engine: NativeEngine, precision: str, num_samples: int, prompt_
                               "gpu_busy_ms": round(busy_us / 1e3, 2), "idle_gaps_over_50us": len([g for g in gaps if g > 50]),
                               "largest_gaps_ms": [round(g / 1e3, 3) for g in sorted(gaps, reverse=True)[:12]]},
         "top_kernels": [(round(ms, 3), n, name) for ms, n, name in top],
+        "one_layer_us": [(round(e.device_time_total, 1), e.name[:70]) for e in one_layer],
         "cpu_self_ms_in_10_steps": [(round(e.self_cpu_time_total / 1e3, 3), e.count, e.key[:60]) for e in cpu_top],
     }  # fmt: skip
     log(json.dumps(result, indent=1))
