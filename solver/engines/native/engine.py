@@ -88,15 +88,19 @@ class NativeEngine:
             self.device = torch.device(device) if device is not None else next(model.parameters()).device
             self.max_model_len = min(config.max_model_len or shape.max_position_embeddings, shape.max_position_embeddings)
             native = from_hf(model, self.max_model_len, self.device, dtype, consume=consume_weights)
-        if config.fp8:
-            from .fp8 import quantize_where_faster
+        if config.fp8:  # a built model whose linears are already FP8 is used as it is
+            from .fp8 import is_quantized, quantize_where_faster
 
-            self.fp8_choice = quantize_where_faster(native, batch_size=min(config.max_num_seqs, 16))
+            self.fp8_choice = {} if is_quantized(native) else quantize_where_faster(native, batch_size=min(config.max_num_seqs, 16))
         self.proposer = None
         if drafter is not None:  # on the device before the KV cache takes what is left
             check_compatible(drafter, shape)
             num_draft_tokens = config.num_draft_tokens or drafter.config.num_draft_tokens or DEFAULT_DRAFT_TOKENS
             self.proposer = DraftProposer(drafter.to(self.device, native.embed.dtype), native.embed, num_draft_tokens)
+            if config.fp8:  # its vocabulary head reads as many bytes per draft as a 14B model's lm_head
+                from .fp8 import quantize_drafter_head_where_faster
+
+                self.fp8_choice["drafter_head"] = quantize_drafter_head_where_faster(self.proposer.drafter, min(config.max_num_seqs, 16))
         kv_element_size = kv_dtype(config, native.embed.dtype).itemsize
         blocks = num_kv_blocks(config, shape, self.max_model_len, self.device, kv_element_size)
         if self.device.type == "cpu" and config.num_kv_blocks is None:

@@ -10,8 +10,13 @@ o_proj, gate_up, down, lm_head) at the decode batch size inside a CUDA graph, in
 bare FP8 product in both modes, on the first layer, and converts every layer of each kind to
 the fastest; the embedding and norms stay bf16.
 
-Not done: calibrated static activation scales. FP8 on CPU: `convert` works there (the tests
-use it), `quantize_where_faster` refuses.
+The drafter's vocabulary head (`quantize_drafter_head_where_faster`) is converted the same way
+when faster, as a `SelfQuantizedLinear` that quantises its own input and rescales its own output
+(the drafter has no fused ops around it). Its drafts then come from a slightly different q,
+which speculative sampling allows: the output distribution stays the model's.
+
+Not done: calibrated static activation scales. FP8 on CPU: `convert` and `convert_drafter_head`
+work there (the tests use them), the `..._where_faster` functions refuse.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from torch import nn
 
 from .layers import Linear, Out
 from .model import CausalLM
-from .ops import FP8, FP8_MAX, quantize_rows
+from .ops import FP8, FP8_MAX, dequantize, quantize_rows
 
 LAYER_KINDS = ("qkv", "o_proj", "gate_up", "down")
 KINDS = (*LAYER_KINDS, "lm_head")
@@ -51,6 +56,20 @@ class FP8Linear(nn.Module):
         return Out(y, x_scale, self.weight_scale, self.bias)
 
 
+class SelfQuantizedLinear(nn.Module):
+    """An FP8Linear with its input quantisation and output rescaling around it: x -> x W^T in
+    x's dtype, for a place without fused ops (the drafter's head)."""
+
+    fp8 = False  # takes a plain tensor
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, mode: str) -> None:
+        super().__init__()
+        self.inner = FP8Linear(weight, bias, mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dequantize(self.inner(quantize_rows(x)), x.dtype).to(x.dtype)
+
+
 def _time_ms(fn, x, repeats: int = 20) -> float:
     """Milliseconds per call, replayed from a CUDA graph as decode runs it."""
     with torch.inference_mode():
@@ -68,6 +87,11 @@ def _time_ms(fn, x, repeats: int = 20) -> float:
         end.record()
         torch.cuda.synchronize()
     return start.elapsed_time(end) / repeats
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether some linear of `model` is already FP8."""
+    return any(isinstance(m, FP8Linear) for m in model.modules())
 
 
 def modules_of(model: CausalLM, kind: str) -> list[tuple[nn.Module, str]]:
@@ -111,3 +135,29 @@ def quantize_where_faster(model: CausalLM, batch_size: int) -> dict[str, dict[st
             convert(model, {kind: chosen})
         torch.cuda.empty_cache()
     return choice
+
+
+def convert_drafter_head(drafter: nn.Module, mode: str) -> None:
+    """Replace the drafter's vocabulary head (the last linear of `lm_head`) by an FP8 one."""
+    head: nn.Linear = drafter.lm_head[-1]
+    drafter.lm_head[-1] = SelfQuantizedLinear(head.weight.data, head.bias, mode)
+
+
+def quantize_drafter_head_where_faster(drafter: nn.Module, batch_size: int) -> dict[str, float | str]:
+    """Time the drafter's vocabulary head at `batch_size` rows in bf16 and both FP8 modes (with
+    their quantisation and rescaling, which this head does itself) and keep the fastest."""
+    head: nn.Linear = drafter.lm_head[-1]
+    if head.weight.device.type != "cuda":
+        raise ValueError("FP8 weights need a CUDA GPU with FP8 matrix units")
+    x = torch.randn(batch_size, head.weight.shape[1], dtype=head.weight.dtype, device=head.weight.device)
+    times = {"bf16": _time_ms(head, x)}
+    for mode in MODES:
+        try:
+            times[mode] = _time_ms(SelfQuantizedLinear(head.weight.data, head.bias, mode), x)
+        except RuntimeError:
+            times[mode] = float("inf")
+    chosen = min(times, key=times.get)
+    if chosen != "bf16":
+        convert_drafter_head(drafter, chosen)
+    torch.cuda.empty_cache()
+    return {**times, "chosen": chosen}

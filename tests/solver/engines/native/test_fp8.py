@@ -77,3 +77,30 @@ def test_fp8_model_equals_its_quantised_reference(architecture, mode):
     got, expected = prefill_logits(quantized, list(PROMPTS["long"])), prefill_logits(reference, list(PROMPTS["long"]))
     assert got.dtype == torch.bfloat16
     assert relative_error(got, expected) < 1e-2
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_drafter_with_an_fp8_head_still_gives_exact_greedy_output(mode):
+    from build.drafter.model import Drafter, DrafterConfig
+    from solver.engines.base import Request
+    from solver.engines.native import NativeEngine
+    from solver.engines.native.fp8 import convert_drafter_head
+    from tests.solver.engines.engine_testing import Collector, reference
+
+    model = tiny_model("qwen2")
+    torch.manual_seed(1)
+    drafter = Drafter(DrafterConfig.for_base(model.config.hidden_size, model.config.vocab_size, num_draft_tokens=3)).eval()
+    engine = NativeEngine(model, config=EngineConfig(), drafter=drafter)
+    drafter = engine.proposer.drafter  # converted on the device, as the engine does with fp8=True
+    head = drafter.lm_head[-1]
+    x = torch.randn(5, head.weight.shape[1])
+    plain = head(x).detach()
+    convert_drafter_head(drafter, mode)
+    fp8_head = drafter.lm_head[-1]
+    assert fp8_head.inner.weight.dtype == torch.float8_e4m3fn
+    assert fp8_head(x).dtype == x.dtype and relative_error(fp8_head(x), plain) < 0.1  # an FP8 copy of the head
+    run = Collector(engine)
+    run.engine.add(Request("a", PROMPTS["long"], SamplingParams(max_tokens=30, temperature=0.0)))
+    run.run()
+    assert run.tokens["a"] == reference(model, PROMPTS["long"], 30)  # the drafts change, the output cannot
+    assert run.engine.stats.extra["spec_draft_tokens"] > 0
