@@ -21,6 +21,8 @@ work there (the tests use them), the `..._where_faster` functions refuse.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -111,28 +113,38 @@ def convert(model: CausalLM, modes: dict[str, str]) -> None:
             del linear
 
 
+def _require_fp8_gpu(device: torch.device) -> None:
+    if device.type != "cuda":
+        raise ValueError("FP8 weights need a CUDA GPU with FP8 matrix units")
+    if torch.cuda.get_device_capability(device) < (8, 9):
+        raise ValueError("FP8 weights need compute capability 8.9 or newer (Ada, Hopper)")
+
+
+def _fastest(plain: nn.Module, fp8_in: Callable[[str], nn.Module], x: torch.Tensor, fp8_x) -> dict[str, float | str]:
+    """{"bf16": ms, "rowwise": ms, "tensorwise": ms, "chosen": the fastest} for `plain` on x and
+    its FP8 form in each mode (`fp8_in(mode)`) on fp8_x; a mode this cuBLAS / torch build does
+    not offer times as infinite."""
+    times = {"bf16": _time_ms(plain, x)}
+    for mode in MODES:
+        try:
+            times[mode] = _time_ms(fp8_in(mode), fp8_x)
+        except RuntimeError:
+            times[mode] = float("inf")
+    return {**times, "chosen": min(times, key=times.get)}
+
+
 def quantize_where_faster(model: CausalLM, batch_size: int) -> dict[str, dict[str, float | str]]:
     """Convert each kind of linear to its fastest form at `batch_size` rows; returns
     {kind: {"bf16": ms, "rowwise": ms, "tensorwise": ms, "chosen": name}}. The FP8 times are the
     bare products: quantising and rescaling happen inside the neighbouring fused ops."""
-    if model.embed.device.type != "cuda":
-        raise ValueError("FP8 weights need a CUDA GPU with FP8 matrix units")
-    if torch.cuda.get_device_capability(model.embed.device) < (8, 9):
-        raise ValueError("FP8 weights need compute capability 8.9 or newer (Ada, Hopper)")
+    _require_fp8_gpu(model.embed.device)
     choice = {}
     for kind in KINDS:
         first: Linear = getattr(*modules_of(model, kind)[0])
         x = torch.randn(batch_size, first.weight.shape[1], dtype=first.weight.dtype, device=first.weight.device)
-        times = {"bf16": _time_ms(first, x)}
-        for mode in MODES:
-            try:
-                times[mode] = _time_ms(FP8Linear(first.weight.data, first.bias, mode), quantize_rows(x))
-            except RuntimeError:  # a mode this cuBLAS / torch build does not offer
-                times[mode] = float("inf")
-        chosen = min(times, key=times.get)
-        choice[kind] = {**times, "chosen": chosen}
-        if chosen != "bf16":
-            convert(model, {kind: chosen})
+        choice[kind] = _fastest(first, lambda mode: FP8Linear(first.weight.data, first.bias, mode), x, quantize_rows(x))
+        if choice[kind]["chosen"] != "bf16":
+            convert(model, {kind: choice[kind]["chosen"]})
         torch.cuda.empty_cache()
     return choice
 
@@ -147,17 +159,10 @@ def quantize_drafter_head_where_faster(drafter: nn.Module, batch_size: int) -> d
     """Time the drafter's vocabulary head at `batch_size` rows in bf16 and both FP8 modes (with
     their quantisation and rescaling, which this head does itself) and keep the fastest."""
     head: nn.Linear = drafter.lm_head[-1]
-    if head.weight.device.type != "cuda":
-        raise ValueError("FP8 weights need a CUDA GPU with FP8 matrix units")
+    _require_fp8_gpu(head.weight.device)
     x = torch.randn(batch_size, head.weight.shape[1], dtype=head.weight.dtype, device=head.weight.device)
-    times = {"bf16": _time_ms(head, x)}
-    for mode in MODES:
-        try:
-            times[mode] = _time_ms(SelfQuantizedLinear(head.weight.data, head.bias, mode), x)
-        except RuntimeError:
-            times[mode] = float("inf")
-    chosen = min(times, key=times.get)
-    if chosen != "bf16":
-        convert_drafter_head(drafter, chosen)
+    choice = _fastest(head, lambda mode: SelfQuantizedLinear(head.weight.data, head.bias, mode), x, x)
+    if choice["chosen"] != "bf16":
+        convert_drafter_head(drafter, choice["chosen"])
     torch.cuda.empty_cache()
-    return {**times, "chosen": chosen}
+    return choice
