@@ -239,11 +239,17 @@ class NativeEngine:
         self.stats.num_decode_steps += 1
         for seq in seqs:
             seq.num_cached_tokens += 1
-        tokens = tokens.tolist()
-        fallback = sum(t < 0 for t in tokens)
-        if fallback:
-            self.stats.extra["sampling_fallback_rows"] = self.stats.extra.get("sampling_fallback_rows", 0) + fallback
-        return complete(logits, tokens, temperature, top_p, uniform)
+        return self._complete(logits, tokens.tolist(), (temperature, top_p, uniform))
+
+    def _complete(self, logits: torch.Tensor, drawn: list[int], sampling: tuple[list[float], list[float], list[float]]) -> list[int]:
+        """The drawn tokens with the rows the device sampler left to the host (-1) finished by
+        `sampling.complete`; counted in `stats.extra["sampling_fallback_rows"]`."""
+        fallback = sum(t < 0 for t in drawn)
+        if not fallback:
+            return drawn
+        self.stats.extra["sampling_fallback_rows"] = self.stats.extra.get("sampling_fallback_rows", 0) + fallback
+        with torch.inference_mode():
+            return complete(logits, drawn, *sampling)
 
     # -- overlapped decode -----------------------------------------------------------------------
 
@@ -313,12 +319,7 @@ class NativeEngine:
             if step.ready is not None:
                 step.ready.synchronize()
             drawn = step.tokens.tolist()
-            fallback = {i for i, t in enumerate(drawn) if t < 0}
-            tokens = drawn
-            if fallback:
-                self.stats.extra["sampling_fallback_rows"] = self.stats.extra.get("sampling_fallback_rows", 0) + len(fallback)
-                with torch.inference_mode():
-                    tokens = complete(step.logits, drawn, *step.sampling)
+            tokens = self._complete(step.logits, drawn, step.sampling)
         except RuntimeError as exc:
             message = f"{type(exc).__name__}: {exc}"
             for seq in step.seqs:
@@ -336,7 +337,7 @@ class NativeEngine:
                 continue
             delta = self._emit(seq, [token])
             stopped = delta.finish_reason is not None and seq.status is not SequenceStatus.FINISHED  # paused
-            if following is not None and seq in following.index and (stopped or i in fallback):
+            if following is not None and seq in following.index and (stopped or drawn[i] < 0):  # -1: fed a placeholder
                 self._void(following, seq)
             deltas.append(delta)
         return deltas
