@@ -34,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import NoReturn
@@ -349,9 +349,7 @@ class _Server:
                 _killpg_quietly(pid)
                 # Return once it is gone, as with own uids: reap it (it is our child).
                 deadline = time.monotonic() + _KILL_DEADLINE_S
-                while pid in self._workers and time.monotonic() < deadline:
-                    self._reap()
-                    time.sleep(0.0002)
+                self._reap_while(lambda: pid in self._workers and time.monotonic() < deadline)
         if self._own_uids:
             self._kill_all_of_uid(uid)
             if all(worker_uid != uid for worker_uid, _ in self._workers.values()):
@@ -362,7 +360,10 @@ class _Server:
         helper = _spawn_uid_killer(uid, _KILL_DEADLINE_S)
         # The dead re-parent to us (we are a subreaper), and the helper waits until they are
         # reaped, so keep reaping while it works.
-        while _is_running(helper):
+        self._reap_while(lambda: _is_running(helper))
+
+    def _reap_while(self, busy: Callable[[], bool]) -> None:
+        while busy():
             self._reap()
             time.sleep(0.0002)
 
