@@ -4,9 +4,9 @@ Static inputs live in buffers sized for the largest batch; `run` copies a step's
 them and replays. The sampling inputs (temperature, top-p and each row's uniform draw) are
 inputs too, so a decode graph can end with the sampled tokens (`sampling.sample_candidates`)
 and a step costs one replay and one small copy back. So is `feed` (which rows take their input
-token from the previous step's sampled tokens on the device; see `model_runner`). Padded rows are greedy, feed token 0 at
-position 0 with a context of one token and write their K/V into the scratch block 0, which no
-sequence owns, so they cannot touch real data.
+token from the previous step's sampled tokens on the device; see `model_runner`). Padded rows
+are greedy, feed token 0 at position 0 with a context of one token and write their K/V into the
+scratch block 0, which no sequence owns, so they cannot touch real data.
 The block-table buffer is as wide as the longest allowed sequence: the Triton decode kernel
 reads only each row's real context, so the width costs nothing per step.
 """
