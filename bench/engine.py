@@ -111,6 +111,7 @@ def check_engines(with_fp8_kv: bool = True) -> dict[str, float]:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/solver/engines/native"))
     from test_fp8_kv import kv_rounded_to_fp8
+    from test_overlap import run_with_tool_calls
 
     results = {}
     prompts = [list(range(3, 40)), list(range(50, 60)) * 7, list(range(3, 40))]
@@ -145,32 +146,13 @@ def check_engines(with_fp8_kv: bool = True) -> dict[str, float]:
             runs = []
             for overlap in (True, False):
                 engine = NativeEngine(model, config=EngineConfig(max_model_len=512, cuda_graph_batch_sizes=(1, 2, 4, 8), overlap_decode=overlap))
-                runs.append(sampled_with_stops(engine, prompts))
+                runs.append(run_with_tool_calls(engine))
                 engine.close()
             sampling_module.NUCLEUS_CANDIDATES = 1024
             same = runs[0] == runs[1]
             results[f"{name}/overlap_equals_plain/candidates={candidates}"] = float(same)
             log(f"{name} overlapped decode vs plain, sampled with stops and continuations, {candidates} candidates: {'identical' if same else 'DIFFERENT'}")
     return results
-
-
-def sampled_with_stops(engine: NativeEngine, prompts: list[list[int]]) -> dict[str, list[int]]:
-    """Six sampled requests that stop on about one token in nine and are continued twice."""
-    stops = tuple(range(0, 300, 9))
-    params = {f"s{i}": SamplingParams(max_tokens=20 + 5 * i, temperature=1.0, top_p=0.9, seed=i, stop_token_ids=stops) for i in range(6)}
-    for i, (name, p) in enumerate(params.items()):
-        engine.add(Request(name, tuple(prompts[i % len(prompts)]), p))
-    out: dict[str, list[int]] = {name: [] for name in params}
-    extends: dict[str, int] = {}
-    while engine.has_work():
-        for d in engine.step():
-            out[d.request_id] += d.token_ids
-            if d.finish_reason == "stop" and extends.get(d.request_id, 0) < 2:
-                extends[d.request_id] = extends.get(d.request_id, 0) + 1
-                engine.extend(d.request_id, (5, 6, 7), params[d.request_id])
-    for name in params:
-        engine.abort(name)
-    return out
 
 
 def check_fp8() -> dict[str, float]:

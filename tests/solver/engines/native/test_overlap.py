@@ -24,9 +24,14 @@ def model(request):
 
 
 def transcript(model, overlap: bool) -> tuple[dict, dict, NativeEngine]:
-    """Six sampled and two greedy requests; each stop is answered with TOOL_OUTPUT (twice at
-    most), as the solver answers a tool call. Returns tokens and finish reasons per request."""
     engine = NativeEngine(model, config=EngineConfig(overlap_decode=overlap, max_num_seqs=8))
+    return (*run_with_tool_calls(engine), engine)
+
+
+def run_with_tool_calls(engine: NativeEngine) -> tuple[dict, dict]:
+    """Six sampled and two greedy requests; each stop is answered with TOOL_OUTPUT (twice at
+    most), as the solver answers a tool call. Returns tokens and finish reasons per request
+    (and the continuations made, under "extends"). Also run on the GPU by bench/engine.py."""
     prompts = list(PROMPTS.values())
     params = {}
     for i in range(6):
@@ -47,7 +52,7 @@ def transcript(model, overlap: bool) -> tuple[dict, dict, NativeEngine]:
     for name in params:  # requests left paused on a stop keep their KV until aborted
         engine.abort(name)
     assert engine.num_used_blocks() == 0
-    return run.tokens, {**run.finish, "extends": extends}, engine
+    return run.tokens, {**run.finish, "extends": extends}
 
 
 def test_overlapped_decode_equals_plain_decode_token_for_token(model):
