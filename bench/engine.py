@@ -139,6 +139,14 @@ def check_engines(with_fp8_kv: bool = True) -> dict[str, float]:
             results[f"{name}/{variant}"] = same
             log(f"{name} {variant}: {same:.1%} of greedy tokens equal generate's (fp32; for the FP8 KV cache, generate with K/V rounded to FP8)")
             engine.close()
+        # Shared-prefix attention: three samples of one 37-token prompt share its first two blocks,
+        # which the second kernel reads once for all three rows.
+        engine = NativeEngine(model, config=EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, shared_prefix_attention=True))
+        got = generate(engine, [prompts[0]] * 3, 40)
+        same = sum(a == b for g in got for a, b in zip(g, refs[0])) / (3 * len(refs[0]))
+        results[f"{name}/triton+graphs+shared prefix"] = same
+        log(f"{name} triton+graphs+shared prefix, 3 samples of one prompt: {same:.1%} of greedy tokens equal generate's (fp32)")
+        engine.close()
         # Overlapped decode (the default) against plain decode: sampled rows with stop tokens and
         # continuations, rows left to the full sort, token for token on the same GPU kernels.
         for candidates in (1024, 2):

@@ -2,13 +2,20 @@
 
 Weights: one scale per output channel (max |w| / 448). Activations: one scale per token,
 computed on the fly by the op before the linear (`ops.linear_input`, fused into its norm or SiLU
-kernel); the op after it applies both scales (`ops.dequantize`). The linear itself is one
-`torch._scaled_mm`, either with row-wise scales ("rowwise": bf16 out, scales inside cuBLAS) or
-unscaled in float32 ("tensorwise": cuBLAS's plain FP8 path, often faster at small batch; the
-scales are applied by the next op). `quantize_where_faster` times each kind of linear (qkv,
-o_proj, gate_up, down, lm_head) at the decode batch size inside a CUDA graph, in bf16 and as the
-bare FP8 product in both modes, on the first layer, and converts every layer of each kind to
-the fastest; the embedding and norms stay bf16.
+kernel); the op after it applies both scales (`ops.dequantize`). The linear itself is one FP8
+product, in one of three forms ("modes"):
+- "rowwise": `torch._scaled_mm` with the row and column scales inside it, bf16 out;
+- "tensorwise": `torch._scaled_mm` unscaled in float32 (cuBLAS's plain FP8 path); the next op
+  applies the scales;
+- "triton/...": our kernel for few rows (`fp8_gemm.skinny_mm`, one of its `CANDIDATES`), float32
+  out, scaled by the next op; for more rows than it was chosen at (`skinny_rows`: a larger
+  decode batch, prefill) and off the GPU it is the tensorwise product. (At 64 rows some of the
+  kernel's configs lose to cuBLAS by up to 8%, `bench/fp8_gemm.py`.)
+`quantize_where_faster` times each kind of linear (qkv, o_proj, gate_up, down, lm_head) at the
+decode batch size inside a CUDA graph, in bf16 and in every FP8 form, cycling through several
+layers' weights so that none is served from the L2 cache (as in a decode step, where each
+weight is read once), and converts every layer of each kind to the fastest; the embedding and
+norms stay bf16.
 
 The drafter's vocabulary head (`quantize_drafter_head_where_faster`) is converted the same way
 when faster, as a `SelfQuantizedLinear` that quantises its own input and rescales its own output
@@ -26,22 +33,26 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from . import fp8_gemm
 from .layers import Linear, Out
 from .model import CausalLM
 from .ops import FP8, FP8_MAX, dequantize, quantize_rows
 
 LAYER_KINDS = ("qkv", "o_proj", "gate_up", "down")
 KINDS = (*LAYER_KINDS, "lm_head")
-MODES = ("rowwise", "tensorwise")
+CUBLAS_MODES = ("rowwise", "tensorwise")
+MODES = (*CUBLAS_MODES, fp8_gemm.CANDIDATES[0].name)  # one of each form (the tests' parameters)
 
 
 class FP8Linear(nn.Module):
     fp8 = True
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, mode: str = "rowwise") -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, mode: str = "rowwise", skinny_rows: int = fp8_gemm.MAX_ROWS) -> None:
         super().__init__()
-        assert mode in MODES
         self.mode = mode
+        self.skinny_rows = min(skinny_rows, fp8_gemm.MAX_ROWS)
+        self.skinny = fp8_gemm.SkinnyConfig.parse(mode) if mode.startswith("triton/") else None
+        assert mode in CUBLAS_MODES or self.skinny is not None, mode
         scale = weight.abs().amax(dim=1).float().clamp(min=1e-12) / FP8_MAX  # [out]
         self.weight = nn.Parameter((weight.float() / scale.unsqueeze(1)).to(FP8), requires_grad=False)  # [out, in]
         self.weight_scale = nn.Parameter(scale.unsqueeze(0), requires_grad=False)  # [1, out]
@@ -54,7 +65,10 @@ class FP8Linear(nn.Module):
         if self.mode == "rowwise":
             y = torch._scaled_mm(xq, self.weight.t(), scale_a=x_scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16)
             return Out(y, bias=self.bias)
-        y = torch._scaled_mm(xq, self.weight.t(), scale_a=self.one, scale_b=self.one, out_dtype=torch.float32)
+        if self.skinny is not None and xq.is_cuda and xq.shape[0] <= self.skinny_rows:
+            y = fp8_gemm.skinny_mm(xq, self.weight, self.skinny)
+        else:
+            y = torch._scaled_mm(xq, self.weight.t(), scale_a=self.one, scale_b=self.one, out_dtype=torch.float32)
         return Out(y, x_scale, self.weight_scale, self.bias)
 
 
@@ -64,24 +78,25 @@ class SelfQuantizedLinear(nn.Module):
 
     fp8 = False  # takes a plain tensor
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, mode: str) -> None:
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, mode: str, skinny_rows: int = fp8_gemm.MAX_ROWS) -> None:
         super().__init__()
-        self.inner = FP8Linear(weight, bias, mode)
+        self.inner = FP8Linear(weight, bias, mode, skinny_rows)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dequantize(self.inner(quantize_rows(x)), x.dtype).to(x.dtype)
 
 
-def _time_ms(fn, x, repeats: int = 20) -> float:
-    """Milliseconds per call, replayed from a CUDA graph as decode runs it."""
+def _time_ms(fns: list[Callable], x, repeats: int = 20) -> float:
+    """Milliseconds per call, replayed from a CUDA graph as decode runs it, cycling through
+    `fns` (the same linear of several layers: each call reads a weight the last ones did not)."""
     with torch.inference_mode():
-        for _ in range(3):
+        for fn in fns:
             fn(x)
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            for _ in range(repeats):
-                fn(x)
+            for i in range(repeats):
+                fns[i % len(fns)](x)
         graph.replay()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -102,14 +117,14 @@ def modules_of(model: CausalLM, kind: str) -> list[tuple[nn.Module, str]]:
     return [(layer, kind) for layer in model.layers]
 
 
-def convert(model: CausalLM, modes: dict[str, str]) -> None:
+def convert(model: CausalLM, modes: dict[str, str], skinny_rows: int = fp8_gemm.MAX_ROWS) -> None:
     """Replace every linear of each kind in `modes` by an FP8Linear of that mode, in place."""
     if model.embed.dtype != torch.bfloat16:
         raise ValueError(f"FP8 linears need a bfloat16 model, got {model.embed.dtype}")
     for kind, mode in modes.items():
         for owner, name in modules_of(model, kind):
             linear: Linear = getattr(owner, name)
-            setattr(owner, name, FP8Linear(linear.weight.data, linear.bias, mode))
+            setattr(owner, name, FP8Linear(linear.weight.data, linear.bias, mode, skinny_rows))
             del linear
 
 
@@ -120,49 +135,69 @@ def _require_fp8_gpu(device: torch.device) -> None:
         raise ValueError("FP8 weights need compute capability 8.9 or newer (Ada, Hopper)")
 
 
-def _fastest(plain: nn.Module, fp8_in: Callable[[str], nn.Module], x: torch.Tensor, fp8_x) -> dict[str, float | str]:
-    """{"bf16": ms, "rowwise": ms, "tensorwise": ms, "chosen": the fastest} for `plain` on x and
-    its FP8 form in each mode (`fp8_in(mode)`) on fp8_x; a mode this cuBLAS / torch build does
-    not offer times as infinite."""
+def all_modes() -> tuple[str, ...]:
+    return (*CUBLAS_MODES, *(c.name for c in fp8_gemm.CANDIDATES))
+
+
+def _fastest(plain: list[nn.Module], fp8_in: Callable[[str], list[nn.Module]], x: torch.Tensor, fp8_x) -> dict[str, float | str]:
+    """{"bf16": ms, each FP8 mode: ms, "chosen": the fastest} for the `plain` linears on x and
+    their FP8 forms in each mode (`fp8_in(mode)`) on fp8_x; a mode this cuBLAS / torch / Triton
+    build does not offer times as infinite."""
     times = {"bf16": _time_ms(plain, x)}
-    for mode in MODES:
+    for mode in all_modes():
         try:
             times[mode] = _time_ms(fp8_in(mode), fp8_x)
-        except RuntimeError:
+        except Exception:  # noqa: BLE001 - cuBLAS without a form, or a Triton config that cannot build
             times[mode] = float("inf")
     return {**times, "chosen": min(times, key=times.get)}
 
 
+def _rows_served(batch_size: int) -> int:
+    """The most rows a kernel chosen at `batch_size` rows serves: the batch it was timed at, or a
+    whole 16-row tile (below that the kernel's work is the same)."""
+    return max(16, batch_size)
+
+
+def _enough_to_miss_l2(weight: torch.Tensor, available: int) -> int:
+    """How many different weights of this size, read in turn, overflow twice the L2 cache (FP8
+    bytes; at least 1, at most `available`)."""
+    l2 = torch.cuda.get_device_properties(weight.device).L2_cache_size
+    return max(1, min(available, -(-2 * l2 // weight.numel())))
+
+
 def quantize_where_faster(model: CausalLM, batch_size: int) -> dict[str, dict[str, float | str]]:
     """Convert each kind of linear to its fastest form at `batch_size` rows; returns
-    {kind: {"bf16": ms, "rowwise": ms, "tensorwise": ms, "chosen": name}}. The FP8 times are the
-    bare products: quantising and rescaling happen inside the neighbouring fused ops."""
+    {kind: {"bf16": ms, each FP8 mode: ms, "chosen": name}}. The FP8 times are the bare
+    products: quantising and rescaling happen inside the neighbouring fused ops."""
     _require_fp8_gpu(model.embed.device)
     choice = {}
     for kind in KINDS:
-        first: Linear = getattr(*modules_of(model, kind)[0])
+        owners = modules_of(model, kind)
+        first: Linear = getattr(*owners[0])
+        plain = [getattr(*owner) for owner in owners[: _enough_to_miss_l2(first.weight, len(owners))]]
         x = torch.randn(batch_size, first.weight.shape[1], dtype=first.weight.dtype, device=first.weight.device)
-        choice[kind] = _fastest(first, lambda mode: FP8Linear(first.weight.data, first.bias, mode), x, quantize_rows(x))
+        to_fp8 = lambda mode: [FP8Linear(m.weight.data, m.bias, mode) for m in plain]  # noqa: E731
+        choice[kind] = _fastest(plain, to_fp8, x, quantize_rows(x))
         if choice[kind]["chosen"] != "bf16":
-            convert(model, {kind: choice[kind]["chosen"]})
+            convert(model, {kind: choice[kind]["chosen"]}, skinny_rows=_rows_served(batch_size))
         torch.cuda.empty_cache()
     return choice
 
 
-def convert_drafter_head(drafter: nn.Module, mode: str) -> None:
+def convert_drafter_head(drafter: nn.Module, mode: str, skinny_rows: int = fp8_gemm.MAX_ROWS) -> None:
     """Replace the drafter's vocabulary head (the last linear of `lm_head`) by an FP8 one."""
     head: nn.Linear = drafter.lm_head[-1]
-    drafter.lm_head[-1] = SelfQuantizedLinear(head.weight.data, head.bias, mode)
+    drafter.lm_head[-1] = SelfQuantizedLinear(head.weight.data, head.bias, mode, skinny_rows)
 
 
 def quantize_drafter_head_where_faster(drafter: nn.Module, batch_size: int) -> dict[str, float | str]:
-    """Time the drafter's vocabulary head at `batch_size` rows in bf16 and both FP8 modes (with
+    """Time the drafter's vocabulary head at `batch_size` rows in bf16 and every FP8 mode (with
     their quantisation and rescaling, which this head does itself) and keep the fastest."""
     head: nn.Linear = drafter.lm_head[-1]
     _require_fp8_gpu(head.weight.device)
     x = torch.randn(batch_size, head.weight.shape[1], dtype=head.weight.dtype, device=head.weight.device)
-    choice = _fastest(head, lambda mode: SelfQuantizedLinear(head.weight.data, head.bias, mode), x, x)
+    choice = _fastest([head], lambda mode: [SelfQuantizedLinear(head.weight.data, head.bias, mode)], x, x)
     if choice["chosen"] != "bf16":
-        convert_drafter_head(drafter, choice["chosen"])
+        convert_drafter_head(drafter, choice["chosen"], skinny_rows=_rows_served(batch_size))
     torch.cuda.empty_cache()
     return choice

@@ -8,21 +8,13 @@ Run: pytest tests/solver/engines/native/test_shared_prefix.py -q
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from importlib.util import find_spec
-from pathlib import Path
-
 import pytest
 
 from solver.engines.base import Request, SamplingParams
 from solver.engines.native import EngineConfig, NativeEngine
 from solver.engines.native.model_runner import shared_prefix_len
 from tests.solver.engines.engine_testing import PROMPTS, Collector, reference, tiny_model
-
-ROOT = Path(__file__).resolve().parents[4]
+from tests.solver.engines.native.interpreter import interpreter_unavailable, run_in_interpreter
 
 
 @pytest.mark.parametrize(
@@ -75,23 +67,9 @@ print(json.dumps(errors))
 """
 
 
-def _interpreter_unavailable() -> str | None:
-    if find_spec("triton") is None:
-        return "triton is not installed"
-    import numpy
-
-    if tuple(int(x) for x in numpy.__version__.split(".")[:2]) >= (2, 3):
-        return f"Triton's interpreter needs NumPy < 2.3, found {numpy.__version__}"
-    return None
-
-
-@pytest.mark.skipif(_interpreter_unavailable() is not None, reason=str(_interpreter_unavailable()))
+@pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
 def test_paged_kernels_equal_the_gather_attention_in_the_triton_interpreter():
-    # A fresh process: TRITON_INTERPRET must be set before the kernels are defined.
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", _KERNEL_CHECK], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    errors = json.loads(done.stdout.strip().splitlines()[-1])
+    errors = run_in_interpreter(_KERNEL_CHECK)
     assert errors["None"] < 1e-5  # the per-row kernel alone
     assert errors["0"] < 1e-5  # with a shared prefix of nothing
     assert errors["20"] < 1e-5  # 20 positions read once for all rows, the rest per row
