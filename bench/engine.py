@@ -71,6 +71,8 @@ class Row:
     fallback_rows: int = 0
     gb_per_step_shared_once: float = 0.0  # the prompt's KV counted once, not once per sample
     pct_of_limit_shared_once: float = 0.0
+    other_steps: int = 0  # engine steps without a decode (prefill, admission)
+    other_s: float = 0.0  # their time; total_s minus this and the decode steps is the host's rest
 
 
 def log(*parts) -> None:
@@ -263,8 +265,8 @@ def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str
     for i in range(num_samples):
         engine.add(Request(f"s{i}", prompt, SamplingParams(max_tokens=lengths[i], temperature=0.6, top_p=0.95, seed=i)))
     tokens = finished = 0
-    decode_s = decode_bytes = unique_bytes = 0.0
-    decode_steps = 0
+    decode_s = decode_bytes = unique_bytes = other_s = 0.0
+    decode_steps = other_steps = 0
     while engine.has_work():
         steps_before = engine.stats.num_decode_steps
         running = engine.scheduler.running if not engine.scheduler.waiting else []
@@ -279,6 +281,9 @@ def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str
             decode_s += dt
             decode_bytes += weights_b + context * kv_per_token
             unique_bytes += weights_b + unique * kv_per_token
+        else:
+            other_steps += 1
+            other_s += dt
         tokens += sum(len(d.token_ids) for d in deltas)
         finished += sum(d.is_finished for d in deltas)
         if stop_after is not None and finished >= stop_after:
@@ -293,7 +298,8 @@ def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str
     return Row(name, precision, num_samples, label or f"{prompt_len}+{max(lengths)}", total, tokens / total,
                tokens / total / num_samples, decode_bytes / max(decode_steps, 1) / 1e9, floor_ms, step_ms,
                100 * floor_ms / step_ms, engine.stats.extra.get("sampling_fallback_rows", 0) - fallback_before,
-               unique_bytes / max(decode_steps, 1) / 1e9, 100 * 1e3 * unique_bytes / max(decode_steps, 1) / bw / step_ms)  # fmt: skip
+               unique_bytes / max(decode_steps, 1) / 1e9, 100 * 1e3 * unique_bytes / max(decode_steps, 1) / bw / step_ms,
+               other_steps, other_s)  # fmt: skip
 
 
 def run_transformers(model, weights_b: int, bw: float, num_samples: int, prompt_len: int, new_tokens: int) -> Row:
@@ -425,11 +431,11 @@ def profile_step(engine: NativeEngine, precision: str, num_samples: int, prompt_
 
 
 def print_table(rows: list[Row]) -> None:
-    log("\n| engine | precision | samples | context (prompt+new) | total s | batch tok/s | tok/s per sample | GB/step | floor ms | step ms | % of memory limit | % with the prompt's KV read once | full-sort rows |")
-    log("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    log("\n| engine | precision | samples | context (prompt+new) | total s | batch tok/s | tok/s per sample | GB/step | floor ms | step ms | % of memory limit | % with the prompt's KV read once | full-sort rows | steps without decode: n, s |")
+    log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         log(f"| {r.engine} | {r.precision} | {r.samples} | {r.context} | {r.total_s:.1f} | {r.batch_tok_s:.0f} | {r.per_sample_tok_s:.1f} | "
-            f"{r.gb_per_step:.1f} | {r.floor_ms:.2f} | {r.step_ms:.2f} | {r.pct_of_limit:.0f}% | {r.pct_of_limit_shared_once:.0f}% | {r.fallback_rows} |")  # fmt: skip
+            f"{r.gb_per_step:.1f} | {r.floor_ms:.2f} | {r.step_ms:.2f} | {r.pct_of_limit:.0f}% | {r.pct_of_limit_shared_once:.0f}% | {r.fallback_rows} | {r.other_steps}, {r.other_s:.2f} |")  # fmt: skip
 
 
 # -- main --------------------------------------------------------------------------------------
