@@ -23,6 +23,7 @@ trained model rarely does. The rows that did take it are counted in the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -133,9 +134,17 @@ def check_engines(with_fp8_kv: bool = True) -> dict[str, float]:
         for variant, config, expected in (
             ("torch", EngineConfig(attention_backend="torch", cuda_graph_batch_sizes=(), max_model_len=512), refs),
             ("triton+graphs", EngineConfig(attention_backend="triton", cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512), refs),
+            ("triton+graphs+row kernels", EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, row_kernels=True), refs),
             ("triton+graphs+fp8 KV", EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, kv_cache_dtype="fp8"), refs_kv8),
-        )[: 3 if with_fp8_kv else 2]:
+            ("triton+graphs+fp8 KV+row kernels", EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, kv_cache_dtype="fp8",
+                                                              row_kernels=True), refs_kv8),
+        )[: 5 if with_fp8_kv else 3]:
             engine = NativeEngine(model, config=config)
+            if config.row_kernels:  # the kernels are checked whatever the timing chose
+                from solver.engines.native.row_kernels import rope_store
+
+                engine.runner.model.ops = dataclasses.replace(engine.runner.model.ops, rope_store=rope_store)
+                engine.runner.enable_graphs(config.cuda_graph_batch_sizes)
             got = generate(engine, prompts, 40)
             same = sum(a == b for g, r in zip(got, expected) for a, b in zip(g, r)) / sum(len(r) for r in expected)
             results[f"{name}/{variant}"] = same
@@ -217,6 +226,24 @@ def check_fp8() -> dict[str, float]:
     got = generate(engine, prompts, 40)
     assert all(len(g) == 40 for g in got) and got[0] == got[2], "FP8 engine: wrong lengths or batch-dependent greedy output"
     engine.close()
+    # The FP8 SiLU*up + quantise kernels, each variant forced, against the compiled op's output.
+    from solver.engines.native.row_kernels import silu_mul_quantize
+
+    gate_up = quantized.layers[0].gate_up(quantize_rows(torch.randn(16, 256, device="cuda", dtype=torch.bfloat16)))
+    expected = quantized.ops.silu_mul(gate_up, torch.bfloat16, True)
+    for variant in ("row", "chunks"):
+        rows, scale = silu_mul_quantize(gate_up, variant)
+        err = ((rows.float() * scale - expected[0].float() * expected[1]).norm() / (expected[0].float() * expected[1]).norm()).item()
+        results[f"fp8 silu kernel {variant}"] = err
+        log(f"fp8 SiLU*up + quantise kernel ({variant}) vs the compiled op: relative error {err:.2e} (FP8 steps are 6%)")
+        assert err < 5e-2, f"SiLU*up + quantise kernel {variant}: relative error {err:.2e}"
+    engine = NativeEngine(hf, config=EngineConfig(fp8=True, row_kernels=True, max_model_len=512, cuda_graph_batch_sizes=(1, 2, 4, 8)))
+    log("row kernel choice on the tiny FP8 model:", json.dumps({k: v["chosen"] for k, v in engine.row_kernel_choice.items()}))
+    got_rk = generate(engine, prompts, 40)
+    assert all(len(g) == 40 for g in got_rk) and got_rk[0] == got_rk[2], "FP8 engine with row kernels: wrong lengths or batch-dependent output"
+    results["fp8 row kernels greedy tokens equal"] = sum(a == b for g, r in zip(got_rk, got) for a, b in zip(g, r)) / (3 * 40)
+    log(f"fp8 engine with row kernels: {results['fp8 row kernels greedy tokens equal']:.1%} of greedy tokens equal the compiled ops' (reported)")
+    engine.close()
     return results
 
 
@@ -294,7 +321,7 @@ def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str
     assert engine.num_used_blocks() == 0, "blocks left after the workload"
     step_ms = 1e3 * decode_s / max(decode_steps, 1)
     floor_ms = 1e3 * decode_bytes / max(decode_steps, 1) / bw
-    name = "native+shared-prefix" if engine.config.shared_prefix_attention else "native"
+    name = "native" + ("+shared-prefix" if engine.config.shared_prefix_attention else "") + ("+row-kernels" if engine.config.row_kernels else "")
     return Row(name, precision, num_samples, label or f"{prompt_len}+{max(lengths)}", total, tokens / total,
                tokens / total / num_samples, decode_bytes / max(decode_steps, 1) / 1e9, floor_ms, step_ms,
                100 * floor_ms / step_ms, engine.stats.extra.get("sampling_fallback_rows", 0) - fallback_before,
@@ -454,6 +481,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-fp8-kv", action="store_true", help="skip the FP8 weights + FP8 KV cache rows")
     parser.add_argument("--no-baseline", action="store_true", help="skip transformers' continuous batching")
     parser.add_argument("--shared-prefix-attention", action="store_true", help="native rows read the shared prompt's KV once per step")
+    parser.add_argument("--row-kernels", action="store_true", help="native engines time and use the hand-written row kernels where faster")
     parser.add_argument("--fp8-kv-only", action="store_true", help="of the FP8 rows, only FP8 weights + FP8 KV cache")
     parser.add_argument("--no-checks", action="store_true", help="skip the GPU correctness checks (they ran in an earlier call)")
     parser.add_argument("--profile", action="store_true", help="only profile one decode step per precision at 16 samples")
@@ -527,9 +555,11 @@ def main() -> None:
         t0 = time.perf_counter()
         kv = "fp8" if precision == "fp8+kv8" else "auto"  # fp8+kv8: FP8 weights and an FP8 KV cache
         config = EngineConfig(max_num_seqs=max(args.samples), max_model_len=max_len, kv_cache_dtype=kv,
-                              shared_prefix_attention=args.shared_prefix_attention)  # fmt: skip
+                              shared_prefix_attention=args.shared_prefix_attention, row_kernels=args.row_kernels)  # fmt: skip
         engine = NativeEngine(native, config=config)
         log(f"{precision} engine: {engine.block_manager.num_blocks} blocks, attention {engine.attention_backend}, built in {time.perf_counter() - t0:.1f} s")
+        if engine.row_kernel_choice:
+            log(f"{precision} row kernels at 16 rows (ms per call in a graph):", json.dumps(engine.row_kernel_choice))
         wb = weight_bytes(native)
         run_workload(engine, wb, bw, precision, 2, 100, [8, 8])  # warm-up
         if args.profile:

@@ -74,6 +74,10 @@ class EngineConfig:
     # 7,000-token prompt, -3.5% with a 1,000-token one (a second kernel and more splits to
     # merge), so off by default: solving prompts are short.
     shared_prefix_attention: bool = False
+    # Hand-written Triton kernels (`row_kernels`) for RoPE + KV store and the FP8 SiLU*up +
+    # quantise, each kept where it times faster than the compiled ops at build. Off: not yet run
+    # on a GPU (bench/engine.py --row-kernels).
+    row_kernels: bool = False
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:

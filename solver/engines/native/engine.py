@@ -108,6 +108,11 @@ class NativeEngine:
         lookahead = self.proposer.num_draft_tokens if self.proposer else 0
         self.runner = ModelRunner(native, config, self.max_model_len, blocks, with_hidden=self.proposer is not None)
         self.attention_backend = _choose_attention(config, native, self.device)
+        self.row_kernel_choice = {}
+        if config.row_kernels and self.attention_backend == "triton":  # before the graphs capture the ops
+            from .row_kernels import choose_row_kernels
+
+            self.row_kernel_choice = choose_row_kernels(native, self.runner.kv_cache[0], batch_size=min(config.max_num_seqs, 16))
         if self.device.type == "cuda" and config.cuda_graph_batch_sizes:
             max_rows = config.max_num_seqs * (1 + lookahead)
             self.runner.enable_graphs(tuple(b for b in config.cuda_graph_batch_sizes if b <= max_rows))

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .attention import DecodeMeta, PrefillMeta, decode_attention, prefill_attention, store_kv
+from .attention import DecodeMeta, PrefillMeta, decode_attention, prefill_attention
 from .config import ModelShape
 from .layers import Linear, Out, rms_norm, rope_table
 from .ops import EAGER, Ops
@@ -43,8 +43,7 @@ class DecoderLayer(nn.Module):
         (None at layer 0); returns this layer's (output, residual) in the same convention."""
         s = self.shape
         h, residual = ops.add_norm(x, residual, self.input_norm, s.rms_norm_eps, self.qkv.fp8)
-        q, k, v = ops.split_rope(self.qkv(h), cos, sin, s.num_heads, s.num_kv_heads, s.head_dim, kv[0].dtype)
-        store_kv(kv[0], kv[1], k, v, meta.slot_mapping)
+        q = ops.rope_store(self.qkv(h), cos, sin, s.num_heads, s.num_kv_heads, s.head_dim, kv[0], kv[1], meta.slot_mapping)
         scale = s.head_dim**-0.5
         if isinstance(meta, PrefillMeta):
             o = prefill_attention(q, kv[0], kv[1], meta, scale)

@@ -1,0 +1,285 @@
+"""Hand-written Triton kernels for a decoder layer's elementwise steps, where the fused ops
+(`ops.fused`, made by `torch.compile`) take several kernels or a slow one:
+
+- `rope_store`: the qkv product's scales and bias, RoPE on q and k, and k and v written into
+  their cache slots (converted to an FP8 cache's dtype): one kernel. The compiled form is a
+  RoPE kernel or three plus two index copies; writing the cache inside a compiled function is
+  not an option (`torch.compile` turns the in-place write into a copy of the whole cache).
+- `add_norm_quantize`: a product plus the residual, RMSNorm and the per-row FP8 quantisation for
+  the next linear in one kernel, one program per row (the compiled form is one kernel too, 3.6
+  us against BF16's 2.1 us per call on an H100, twice per layer).
+- `silu_mul_quantize`: SiLU(gate) * up of the gate_up product and its per-row FP8 quantisation
+  for the down projection. The compiled form is a split reduction: three kernels, 7.5 us per
+  layer for 16 rows of Qwen2.5-14B on an H100. Two variants: the row held whole by one program
+  ("row"), or chunks of rows over many programs and a second kernel that finishes each row's
+  scale and quantises ("chunks").
+
+Each is computed in float32 and rounded once at the end (as the compiled ops are; the eager ops
+round after each step in the model's dtype). `choose_row_kernels` times each against the compiled
+form at the decode batch size and keeps the faster (as `fp8.quantize_where_faster` does for the
+linears); `EngineConfig(row_kernels=True)` does this when the engine is built. CUDA only; the
+tests run the kernels in Triton's CPU interpreter in float32. Not yet run on a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+import triton
+import triton.language as tl
+
+from .layers import Out
+from .model import CausalLM
+from .ops import FP8
+
+
+@triton.jit
+def _rope_store_kernel(
+    raw_ptr, row_scale_ptr, col_scale_ptr, bias_ptr, cos_ptr, sin_ptr, q_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
+    NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+    HAS_SCALES: tl.constexpr, HAS_BIAS: tl.constexpr, CLAMP: tl.constexpr,
+):  # fmt: skip
+    """One (token, head) of the qkv product [tokens, (heads + 2 kv_heads) * head_dim]: a query
+    head is roped into q, a key head roped into the cache, a value head copied into the cache."""
+    token = tl.program_id(0).to(tl.int64)
+    head = tl.program_id(1)
+    HALF: tl.constexpr = HEAD_DIM // 2
+    d = tl.arange(0, HALF)
+    width = (NUM_HEADS + 2 * NUM_KV_HEADS) * HEAD_DIM
+    col = head * HEAD_DIM
+    x1 = tl.load(raw_ptr + token * width + col + d).to(tl.float32)
+    x2 = tl.load(raw_ptr + token * width + col + HALF + d).to(tl.float32)
+    if HAS_SCALES:
+        row_scale = tl.load(row_scale_ptr + token)
+        x1 = x1 * row_scale * tl.load(col_scale_ptr + col + d)
+        x2 = x2 * row_scale * tl.load(col_scale_ptr + col + HALF + d)
+    if HAS_BIAS:
+        x1 += tl.load(bias_ptr + col + d).to(tl.float32)
+        x2 += tl.load(bias_ptr + col + HALF + d).to(tl.float32)
+    if head < NUM_HEADS + NUM_KV_HEADS:  # x * cos + rotate_half(x) * sin
+        cos1 = tl.load(cos_ptr + token * HEAD_DIM + d).to(tl.float32)
+        cos2 = tl.load(cos_ptr + token * HEAD_DIM + HALF + d).to(tl.float32)
+        sin1 = tl.load(sin_ptr + token * HEAD_DIM + d).to(tl.float32)
+        sin2 = tl.load(sin_ptr + token * HEAD_DIM + HALF + d).to(tl.float32)
+        x1, x2 = x1 * cos1 - x2 * sin1, x2 * cos2 + x1 * sin2
+    if head < NUM_HEADS:
+        out = q_ptr + (token * NUM_HEADS + head) * HEAD_DIM
+        tl.store(out + d, x1.to(q_ptr.dtype.element_ty))
+        tl.store(out + HALF + d, x2.to(q_ptr.dtype.element_ty))
+    else:
+        if CLAMP:  # an FP8 cache saturates (`ops.to_cache`)
+            x1 = tl.minimum(tl.maximum(x1, -448.0), 448.0)
+            x2 = tl.minimum(tl.maximum(x2, -448.0), 448.0)
+        slot = tl.load(slot_ptr + token)
+        kv_head = (head - NUM_HEADS) % NUM_KV_HEADS
+        offset = (slot * NUM_KV_HEADS + kv_head) * HEAD_DIM
+        if head < NUM_HEADS + NUM_KV_HEADS:
+            tl.store(k_cache_ptr + offset + d, x1.to(k_cache_ptr.dtype.element_ty))
+            tl.store(k_cache_ptr + offset + HALF + d, x2.to(k_cache_ptr.dtype.element_ty))
+        else:
+            tl.store(v_cache_ptr + offset + d, x1.to(v_cache_ptr.dtype.element_ty))
+            tl.store(v_cache_ptr + offset + HALF + d, x2.to(v_cache_ptr.dtype.element_ty))
+
+
+def rope_store(qkv: Out, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int,
+               k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """`ops.rope_store` as one kernel: returns q [tokens, heads, head_dim] in cos's dtype."""
+    raw = qkv.raw.contiguous()
+    tokens = raw.shape[0]
+    q = torch.empty(tokens, num_heads, head_dim, dtype=cos.dtype, device=raw.device)
+    scales = qkv.row_scale is not None
+    _rope_store_kernel[(tokens, num_heads + 2 * num_kv_heads)](
+        raw, qkv.row_scale if scales else raw, qkv.col_scale if scales else raw, qkv.bias if qkv.bias is not None else raw,
+        cos.contiguous(), sin.contiguous(), q, k_cache, v_cache, slot_mapping,
+        NUM_HEADS=num_heads, NUM_KV_HEADS=num_kv_heads, HEAD_DIM=head_dim, HAS_SCALES=scales,
+        HAS_BIAS=qkv.bias is not None, CLAMP=k_cache.dtype == FP8, num_warps=1,
+    )  # fmt: skip
+    return q
+
+
+@triton.jit
+def _silu_chunk(raw_ptr, row_scale_ptr, col_scale_ptr, width, cols, HAS_SCALES: tl.constexpr):
+    """SiLU(gate) * up at columns `cols` of one row of the gate_up product (float32)."""
+    valid = cols < width
+    gate = tl.load(raw_ptr + cols, mask=valid, other=0.0).to(tl.float32)
+    up = tl.load(raw_ptr + width + cols, mask=valid, other=0.0).to(tl.float32)
+    if HAS_SCALES:
+        row_scale = tl.load(row_scale_ptr)
+        gate = gate * row_scale * tl.load(col_scale_ptr + cols, mask=valid, other=0.0)
+        up = up * row_scale * tl.load(col_scale_ptr + width + cols, mask=valid, other=0.0)
+    return gate / (1.0 + tl.exp(-gate)) * up
+
+
+@triton.jit
+def _silu_row_kernel(raw_ptr, row_scale_ptr, col_scale_ptr, out_ptr, scale_ptr, width, BLOCK: tl.constexpr, HAS_SCALES: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    h = _silu_chunk(raw_ptr + row * 2 * width, row_scale_ptr + row, col_scale_ptr, width, cols, HAS_SCALES)
+    scale = tl.maximum(tl.max(tl.abs(h), axis=0), 1e-12) / 448.0
+    tl.store(out_ptr + row * width + cols, (h / scale).to(out_ptr.dtype.element_ty), mask=cols < width)
+    tl.store(scale_ptr + row, scale)
+
+
+@triton.jit
+def _silu_chunk_kernel(raw_ptr, row_scale_ptr, col_scale_ptr, h_ptr, chunk_max_ptr, width, CHUNKS: tl.constexpr, BLOCK: tl.constexpr,
+                       HAS_SCALES: tl.constexpr):  # fmt: skip
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1)
+    cols = chunk * BLOCK + tl.arange(0, BLOCK)
+    h = _silu_chunk(raw_ptr + row * 2 * width, row_scale_ptr + row, col_scale_ptr, width, cols, HAS_SCALES)
+    tl.store(h_ptr + row * width + cols, h, mask=cols < width)
+    tl.store(chunk_max_ptr + row * CHUNKS + chunk, tl.max(tl.abs(h), axis=0))
+
+
+@triton.jit
+def _quantize_chunk_kernel(h_ptr, chunk_max_ptr, out_ptr, scale_ptr, width, chunks, CHUNKS: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1)
+    c = tl.arange(0, CHUNKS)
+    scale = tl.maximum(tl.max(tl.load(chunk_max_ptr + row * CHUNKS + c, mask=c < chunks, other=0.0), axis=0), 1e-12) / 448.0
+    cols = chunk * BLOCK + tl.arange(0, BLOCK)
+    h = tl.load(h_ptr + row * width + cols, mask=cols < width, other=0.0)
+    tl.store(out_ptr + row * width + cols, (h / scale).to(out_ptr.dtype.element_ty), mask=cols < width)
+    if chunk == 0:
+        tl.store(scale_ptr + row, scale)
+
+
+@triton.jit
+def _add_norm_row_kernel(raw_ptr, row_scale_ptr, col_scale_ptr, residual_ptr, weight_ptr, sum_ptr, out_ptr, scale_ptr, width, eps,
+                         BLOCK: tl.constexpr, HAS_SCALES: tl.constexpr, HAS_RESIDUAL: tl.constexpr):  # fmt: skip
+    """One row: x (a linear's product with its scales) + residual, stored in the residual's
+    dtype; its RMSNorm times the weight, quantised to FP8 with the row's own scale."""
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    valid = cols < width
+    x = tl.load(raw_ptr + row * width + cols, mask=valid, other=0.0).to(tl.float32)
+    if HAS_SCALES:
+        x = x * tl.load(row_scale_ptr + row) * tl.load(col_scale_ptr + cols, mask=valid, other=0.0)
+    if HAS_RESIDUAL:
+        x += tl.load(residual_ptr + row * width + cols, mask=valid, other=0.0).to(tl.float32)
+    x = x.to(sum_ptr.dtype.element_ty)  # the residual stream keeps the model's dtype
+    tl.store(sum_ptr + row * width + cols, x, mask=valid)
+    x = x.to(tl.float32)
+    normed = x * tl.rsqrt(tl.sum(x * x, axis=0) / width + eps)
+    normed = normed.to(sum_ptr.dtype.element_ty).to(tl.float32) * tl.load(weight_ptr + cols, mask=valid, other=0.0).to(tl.float32)
+    scale = tl.maximum(tl.max(tl.abs(normed), axis=0), 1e-12) / 448.0
+    tl.store(out_ptr + row * width + cols, (normed / scale).to(out_ptr.dtype.element_ty), mask=valid)
+    tl.store(scale_ptr + row, scale)
+
+
+def add_norm_quantize(x: Out, residual: torch.Tensor | None, weight: torch.Tensor, eps: float, out_dtype: torch.dtype = FP8,
+                      num_warps: int = 8):  # fmt: skip
+    """`ops.add_norm` with `fp8=True` as one kernel: ((rows in `out_dtype` [rows, width], scales
+    [rows, 1]), x + residual in the weight's dtype). No bias (none after o_proj or down in
+    Llama/Qwen2); `out_dtype` float32 as in `silu_mul_quantize`."""
+    assert x.bias is None, "add_norm_quantize: a product with a bias"
+    raw = x.raw.contiguous()
+    rows, width = raw.shape
+    scales = x.row_scale is not None
+    summed = torch.empty(rows, width, dtype=weight.dtype, device=raw.device)
+    out = torch.empty(rows, width, dtype=out_dtype, device=raw.device)
+    scale = torch.empty(rows, 1, dtype=torch.float32, device=raw.device)
+    _add_norm_row_kernel[(rows,)](
+        raw, x.row_scale if scales else raw, x.col_scale if scales else raw, residual if residual is not None else raw, weight,
+        summed, out, scale, width, eps, BLOCK=triton.next_power_of_2(width), HAS_SCALES=scales,
+        HAS_RESIDUAL=residual is not None, num_warps=num_warps,
+    )  # fmt: skip
+    return (out, scale), summed
+
+
+ROW_WARPS = 16  # one program per row: the row's 13,824 values over 512 threads
+CHUNK = 2048  # columns per program of the chunked variant
+
+
+def silu_mul_quantize(gate_up: Out, variant: str = "chunks", out_dtype: torch.dtype = FP8, row_warps: int = ROW_WARPS,
+                      chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(rows [rows, width] in `out_dtype`, scales [rows, 1]) of SiLU(gate) * up, one scale per row,
+    max |row| / 448 (as `ops.quantize_rows`); `out_dtype` float32 gives the scaled rows unrounded
+    (the tests' interpreter cannot store FP8). `row_warps` and `chunk` (a power of two) tune the
+    two variants."""
+    raw = gate_up.raw.contiguous()
+    rows, width = raw.shape[0], raw.shape[1] // 2
+    scales = gate_up.row_scale is not None
+    row_scale, col_scale = (gate_up.row_scale, gate_up.col_scale) if scales else (raw, raw)
+    out = torch.empty(rows, width, dtype=out_dtype, device=raw.device)
+    scale = torch.empty(rows, 1, dtype=torch.float32, device=raw.device)
+    if variant == "row":
+        block = triton.next_power_of_2(width)
+        _silu_row_kernel[(rows,)](raw, row_scale, col_scale, out, scale, width, BLOCK=block, HAS_SCALES=scales, num_warps=row_warps)
+        return out, scale
+    assert variant == "chunks", variant
+    chunks = triton.cdiv(width, chunk)
+    padded = triton.next_power_of_2(chunks)
+    h = torch.empty(rows, width, dtype=torch.float32, device=raw.device)
+    chunk_max = torch.empty(rows, padded, dtype=torch.float32, device=raw.device)
+    _silu_chunk_kernel[(rows, chunks)](raw, row_scale, col_scale, h, chunk_max, width, CHUNKS=padded, BLOCK=chunk, HAS_SCALES=scales, num_warps=4)
+    _quantize_chunk_kernel[(rows, chunks)](h, chunk_max, out, scale, width, chunks, CHUNKS=padded, BLOCK=chunk, num_warps=4)
+    return out, scale
+
+
+def _with_silu_kernel(compiled: Callable, variant: str) -> Callable:
+    """silu_mul with the FP8 quantisation done by `silu_mul_quantize` (`variant`); the plain
+    (bf16) form stays compiled, and so does a product with a bias (none in Llama/Qwen2)."""
+
+    def silu_mul(gate_up: Out, dtype: torch.dtype, fp8: bool):
+        if fp8 and gate_up.bias is None and gate_up.raw.is_cuda:
+            return silu_mul_quantize(gate_up, variant)
+        return compiled(gate_up, dtype, fp8)
+
+    return silu_mul
+
+
+def _with_add_norm_kernel(compiled: Callable, num_warps: int) -> Callable:
+    """add_norm with `fp8` done by `add_norm_quantize`; otherwise (bf16, a bias) compiled."""
+
+    def add_norm(x: Out, residual, weight, eps, fp8: bool):
+        if fp8 and x.bias is None and x.raw.is_cuda:
+            return add_norm_quantize(x, residual, weight, eps, num_warps=num_warps)
+        return compiled(x, residual, weight, eps, fp8)
+
+    return add_norm
+
+
+def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], batch_size: int) -> dict[str, dict[str, float | str]]:
+    """Replace `model.ops.rope_store` and the FP8 `silu_mul` and `add_norm` by this module's kernels where they
+    time faster at `batch_size` rows, inside a CUDA graph, on the first layer's real products
+    (their dtype and scales as this model makes them). `kv` is a layer's cache: the timing
+    writes into block 0, the engine's scratch block. Returns {op: {form: ms, "chosen": form}}."""
+    from .fp8 import _time_ms
+
+    layer, s, ops = model.layers[0], model.shape, model.ops
+    device = model.embed.device
+    x = torch.randn(batch_size, s.hidden_size, dtype=model.embed.dtype, device=device)
+    slots = torch.arange(batch_size, device=device) % kv[0].shape[1]
+    cos, sin = model.cos[:batch_size], model.sin[:batch_size]
+    with torch.inference_mode():
+        qkv = layer.qkv(ops.linear_input(x, layer.qkv.fp8))
+        gate_up = layer.gate_up(ops.linear_input(x, layer.gate_up.fp8))
+    forms = {
+        "rope_store": ({"compiled": ops.rope_store, "kernel": rope_store},
+                       (qkv, cos, sin, s.num_heads, s.num_kv_heads, s.head_dim, kv[0], kv[1], slots)),
+    }  # fmt: skip
+    if layer.down.fp8:
+        variants = {"compiled": ops.silu_mul, **{f"kernel/{v}": _with_silu_kernel(ops.silu_mul, v) for v in ("row", "chunks")}}
+        forms["silu_mul"] = (variants, (gate_up, model.embed.dtype, True))
+    if layer.qkv.fp8 and layer.gate_up.fp8:  # the norms before them quantise; o_proj and down have no bias
+        with torch.inference_mode():
+            attn = torch.randn(batch_size, s.num_heads * s.head_dim, dtype=x.dtype, device=device)
+            o = layer.o_proj(ops.linear_input(attn, layer.o_proj.fp8))
+        variants = {"compiled": ops.add_norm, **{f"kernel/w{w}": _with_add_norm_kernel(ops.add_norm, w) for w in (4, 8, 16)}}
+        forms["add_norm"] = (variants, (o, x, layer.post_attention_norm, s.rms_norm_eps, True))
+    choices, replaced = {}, {}
+    for op, (variants, args) in forms.items():
+        times = {}
+        for name, fn in variants.items():
+            try:
+                times[name] = _time_ms([lambda a, fn=fn: fn(*a)], args)
+            except Exception:  # noqa: BLE001 - a kernel this Triton build cannot compile is not chosen
+                times[name] = float("inf")
+        chosen = min(times, key=times.get)
+        choices[op] = {**times, "chosen": chosen}
+        replaced[op] = variants[chosen]
+    model.ops = dataclasses.replace(ops, **replaced)
+    return choices

@@ -1,0 +1,85 @@
+"""The hand-written row kernels (`row_kernels.py`) in Triton's CPU interpreter, float32 (it
+cannot run FP8 or bf16 here): RoPE + KV store equals the eager ops' q and cache contents, with
+and without an FP8 linear's scales and a bias; SiLU*up + per-row quantisation gives the eager
+rows and scales (stored unrounded as float32), in both variants, for rows that fill one chunk,
+several, and a chunk count that is not a power of two; add + RMSNorm + quantisation gives the
+eager sum, rows and scales, with and without a residual. On the GPU (bf16, FP8, timing):
+`bench/engine.py --row-kernels`.
+
+Run: pytest tests/solver/engines/native/test_row_kernels.py -q
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.solver.engines.native.interpreter import interpreter_unavailable, run_in_interpreter
+
+_CHECK = """
+import json, torch
+from solver.engines.native import row_kernels
+from solver.engines.native.layers import Out
+from solver.engines.native.ops import EAGER, quantize_rows, silu_mul
+torch.manual_seed(0)
+errors = {}
+tokens, heads, kv_heads, dim, blocks, bs = 5, 4, 2, 16, 6, 4
+width = (heads + 2 * kv_heads) * dim
+cos, sin = torch.randn(tokens, dim), torch.randn(tokens, dim)
+slots = torch.tensor([3, 9, 10, 17, 0])
+for name, qkv in (
+    ("plain", Out(torch.randn(tokens, width))),
+    ("scaled+bias", Out(torch.randn(tokens, width) * 50, torch.rand(tokens, 1), torch.rand(1, width) * 0.1, torch.randn(width))),
+):
+    caches = [[torch.zeros(blocks, bs, kv_heads, dim) for _ in range(2)] for _ in range(2)]
+    q_ref = EAGER.rope_store(qkv, cos, sin, heads, kv_heads, dim, *caches[0], slots)
+    q = row_kernels.rope_store(qkv, cos, sin, heads, kv_heads, dim, *caches[1], slots)
+    errors[f"rope {name} q"] = ((q - q_ref).abs().max() / q_ref.abs().max()).item()
+    for i, part in enumerate("kv"):
+        ref, got = caches[0][i], caches[1][i]
+        errors[f"rope {name} {part} cache"] = ((got - ref).abs().max() / ref.abs().max()).item()
+        errors[f"rope {name} {part} written"] = float(int((ref != 0).sum()) == tokens * kv_heads * dim)
+for w in (300, 2048, 5000):
+    gate_up = Out(torch.randn(3, 2 * w) * 40, torch.rand(3, 1), torch.rand(1, 2 * w) * 0.1)
+    gate, up = EAGER.dequantize(gate_up, torch.float32).chunk(2, dim=-1)
+    h = torch.nn.functional.silu(gate) * up
+    h_q, scale_ref = quantize_rows(h)
+    for variant in ("row", "chunks"):
+        rows, scale = row_kernels.silu_mul_quantize(gate_up, variant, out_dtype=torch.float32)
+        errors[f"silu {w} {variant} rows"] = ((rows * scale - h).abs().max() / h.abs().max()).item()
+        errors[f"silu {w} {variant} scale"] = ((scale - scale_ref).abs() / scale_ref).max().item()
+for name, residual in (("first layer", None), ("residual", torch.randn(3, 700))):
+    x = Out(torch.randn(3, 700) * 30, torch.rand(3, 1), torch.rand(1, 700) * 0.1)
+    weight = torch.rand(700) + 0.5
+    (q_ref, scale_ref), sum_ref = EAGER.add_norm(x, residual, weight, 1e-6, True)
+    (rows, scale), summed = row_kernels.add_norm_quantize(x, residual, weight, 1e-6, out_dtype=torch.float32)
+    normed = q_ref.float() * scale_ref  # the eager rows, dequantised (one FP8 rounding away from the norm)
+    h = EAGER.add_norm(x, residual, weight, 1e-6, False)[0]
+    errors[f"add_norm {name} sum"] = ((summed - sum_ref).abs().max() / sum_ref.abs().max()).item()
+    errors[f"add_norm {name} rows"] = ((rows * scale - h).abs().max() / h.abs().max()).item()
+    errors[f"add_norm {name} scale"] = ((scale - scale_ref).abs() / scale_ref).max().item()
+print(json.dumps(errors))
+"""
+
+
+@pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
+def test_row_kernels_equal_the_eager_ops_in_the_triton_interpreter():
+    errors = run_in_interpreter(_CHECK)
+    written = {k: v for k, v in errors.items() if k.endswith("written")}
+    assert written and all(v == 1.0 for v in written.values()), written  # every new K/V landed in its slot
+    numeric = {k: v for k, v in errors.items() if not k.endswith("written")}
+    assert len(numeric) == 2 * 3 + 3 * 2 * 2 + 2 * 3
+    assert max(numeric.values()) < 1e-5, numeric
+
+
+def test_row_kernels_option_is_ignored_off_the_gpu():
+    from solver.engines.base import Request, SamplingParams
+    from solver.engines.native import EngineConfig, NativeEngine
+    from tests.solver.engines.engine_testing import PROMPTS, Collector, reference, tiny_model
+
+    model = tiny_model("llama")
+    engine = NativeEngine(model, config=EngineConfig(row_kernels=True))
+    assert engine.row_kernel_choice == {}
+    run = Collector(engine)
+    engine.add(Request("a", PROMPTS["long"], SamplingParams(max_tokens=12, temperature=0.0)))
+    run.run()
+    assert run.tokens["a"] == reference(model, PROMPTS["long"], 12)
