@@ -28,28 +28,16 @@ from engine import copy_bandwidth, log  # noqa: E402
 
 from solver.engines.native.fp8_gemm import SkinnyConfig, skinny_mm  # noqa: E402
 from solver.engines.native.ops import FP8, quantize_rows  # noqa: E402
+from solver.engines.native.timing import graph_time_ms  # noqa: E402
 
 SHAPES = {"qkv": (7168, 5120), "o_proj": (5120, 5120), "gate_up": (27648, 5120), "down": (5120, 13824), "lm_head": (152064, 5120)}
 CONFIGS = [SkinnyConfig(bn, bk, 4, 4) for bn, bk in itertools.product((64, 128), (128, 256))]
 CONFIGS += [SkinnyConfig(64, 256, w, st) for w, st in ((8, 4), (4, 3), (4, 6))]
 
 
-def time_us(fn, copies: int, repeats: int = 20) -> float:
+def time_us(fn, copies: int) -> float:
     """Microseconds per call of fn(i) for i cycling through the weight copies, replayed from a graph."""
-    for i in range(copies):
-        fn(i)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(repeats):
-            fn(i % copies)
-    graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return 1e3 * start.elapsed_time(end) / repeats
+    return 1e3 * graph_time_ms([lambda _, i=i: fn(i) for i in range(copies)], None)
 
 
 def main() -> None:

@@ -28,24 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from solver.engines.native.layers import Out  # noqa: E402
 from solver.engines.native.ops import fused  # noqa: E402
 from solver.engines.native.row_kernels import silu_mul_quantize  # noqa: E402
+from solver.engines.native.timing import graph_time_ms  # noqa: E402
 
 INTERMEDIATE = 13824
 
 
-def time_us(fn, repeats: int = 50) -> float:
-    fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(repeats):
-            fn()
-    graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return 1e3 * start.elapsed_time(end) / repeats
+def time_us(fn) -> float:
+    return 1e3 * graph_time_ms([lambda _: fn()], None, repeats=50)
 
 
 def main() -> None:

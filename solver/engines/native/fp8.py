@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from . import fp8_gemm
+from .timing import graph_time_ms
 from .layers import Linear, Out
 from .model import CausalLM
 from .ops import FP8, FP8_MAX, dequantize, quantize_rows
@@ -86,26 +87,6 @@ class SelfQuantizedLinear(nn.Module):
         return dequantize(self.inner(quantize_rows(x)), x.dtype).to(x.dtype)
 
 
-def _time_ms(fns: list[Callable], x, repeats: int = 20) -> float:
-    """Milliseconds per call, replayed from a CUDA graph as decode runs it, cycling through
-    `fns` (the same linear of several layers: each call reads a weight the last ones did not)."""
-    with torch.inference_mode():
-        for fn in fns:
-            fn(x)
-        torch.cuda.synchronize()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for i in range(repeats):
-                fns[i % len(fns)](x)
-        graph.replay()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-    return start.elapsed_time(end) / repeats
-
-
 def is_quantized(model: nn.Module) -> bool:
     """Whether some linear of `model` is already FP8."""
     return any(isinstance(m, FP8Linear) for m in model.modules())
@@ -143,10 +124,10 @@ def _fastest(plain: list[nn.Module], fp8_in: Callable[[str], list[nn.Module]], x
     """{"bf16": ms, each FP8 mode: ms, "chosen": the fastest} for the `plain` linears on x and
     their FP8 forms in each mode (`fp8_in(mode)`) on fp8_x; a mode this cuBLAS / torch / Triton
     build does not offer times as infinite."""
-    times = {"bf16": _time_ms(plain, x)}
+    times = {"bf16": graph_time_ms(plain, x)}
     for mode in all_modes():
         try:
-            times[mode] = _time_ms(fp8_in(mode), fp8_x)
+            times[mode] = graph_time_ms(fp8_in(mode), fp8_x)
         except Exception:  # noqa: BLE001 - cuBLAS without a form, or a Triton config that cannot build
             times[mode] = float("inf")
     return {**times, "chosen": min(times, key=times.get)}

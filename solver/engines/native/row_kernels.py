@@ -33,6 +33,7 @@ import triton.language as tl
 from .layers import Out
 from .model import CausalLM
 from .ops import FP8
+from .timing import graph_time_ms
 
 
 @triton.jit
@@ -247,8 +248,6 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
     time faster at `batch_size` rows, inside a CUDA graph, on the first layer's real products
     (their dtype and scales as this model makes them). `kv` is a layer's cache: the timing
     writes into block 0, the engine's scratch block. Returns {op: {form: ms, "chosen": form}}."""
-    from .fp8 import _time_ms
-
     layer, s, ops = model.layers[0], model.shape, model.ops
     device = model.embed.device
     x = torch.randn(batch_size, s.hidden_size, dtype=model.embed.dtype, device=device)
@@ -275,7 +274,7 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
         times = {}
         for name, fn in variants.items():
             try:
-                times[name] = _time_ms([lambda a, fn=fn: fn(*a)], args)
+                times[name] = graph_time_ms([lambda a, fn=fn: fn(*a)], args)
             except Exception:  # noqa: BLE001 - a kernel this Triton build cannot compile is not chosen
                 times[name] = float("inf")
         chosen = min(times, key=times.get)
