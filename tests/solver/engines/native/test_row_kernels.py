@@ -61,6 +61,34 @@ print(json.dumps(errors))
 """
 
 
+_ENGINE_CHECK = """
+import dataclasses, json
+from solver.engines.base import Request, SamplingParams
+from solver.engines.native import EngineConfig, NativeEngine
+from solver.engines.native import row_kernels
+from solver.engines.native.ops import EAGER
+from tests.solver.engines.engine_testing import PROMPTS, Collector, reference, tiny_model
+same = {}
+for architecture in ("qwen2", "llama"):  # Qwen2's qkv has a bias, Llama's none
+    model = tiny_model(architecture)
+    engine = NativeEngine(model, config=EngineConfig(block_size=4))
+    engine.runner.model.ops = dataclasses.replace(EAGER, rope_store=row_kernels.rope_store)
+    run = Collector(engine)
+    engine.add(Request("a", PROMPTS["long"], SamplingParams(max_tokens=12, temperature=0.0)))
+    engine.add(Request("b", PROMPTS["medium"], SamplingParams(max_tokens=12, temperature=0.0)))
+    run.run()
+    same[architecture] = [run.tokens["a"] == reference(model, PROMPTS["long"], 12), run.tokens["b"] == reference(model, PROMPTS["medium"], 12)]
+print(json.dumps(same))
+"""
+
+
+@pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
+def test_engine_with_the_rope_store_kernel_equals_generate_in_the_triton_interpreter():
+    # The whole engine on the CPU (prefill, batched decode, paged cache) with the kernel writing
+    # the cache: greedy tokens equal transformers' generate.
+    assert run_in_interpreter(_ENGINE_CHECK) == {"qwen2": [True, True], "llama": [True, True]}
+
+
 @pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
 def test_row_kernels_equal_the_eager_ops_in_the_triton_interpreter():
     errors = run_in_interpreter(_CHECK)
