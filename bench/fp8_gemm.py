@@ -31,7 +31,8 @@ from solver.engines.native.ops import FP8, quantize_rows  # noqa: E402
 from solver.engines.native.timing import graph_time_ms  # noqa: E402
 
 SHAPES = {"qkv": (7168, 5120), "o_proj": (5120, 5120), "gate_up": (27648, 5120), "down": (5120, 13824), "lm_head": (152064, 5120)}
-CONFIGS = [SkinnyConfig(bn, bk, 4, 4) for bn, bk in itertools.product((64, 128), (128, 256))]
+CONFIGS = [SkinnyConfig(bn, bk, 4, 4) for bn, bk in itertools.product((32, 64, 128), (128, 256))]
+CONFIGS += [SkinnyConfig(32, 512, 4, 3), SkinnyConfig(32, 256, 2, 6)]
 CONFIGS += [SkinnyConfig(64, 256, w, st) for w, st in ((8, 4), (4, 3), (4, 6))]
 
 
