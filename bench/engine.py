@@ -226,17 +226,28 @@ def check_fp8() -> dict[str, float]:
     got = generate(engine, prompts, 40)
     assert all(len(g) == 40 for g in got) and got[0] == got[2], "FP8 engine: wrong lengths or batch-dependent greedy output"
     engine.close()
-    # The FP8 SiLU*up + quantise kernels, each variant forced, against the compiled op's output.
-    from solver.engines.native.row_kernels import silu_mul_quantize
+    # The FP8 row kernels, each forced, against the compiled ops' outputs (dequantised rows).
+    from solver.engines.native.attention import Splits
+    from solver.engines.native.row_kernels import add_norm_quantize, merge_quantize, silu_mul_quantize
 
-    gate_up = quantized.layers[0].gate_up(quantize_rows(torch.randn(16, 256, device="cuda", dtype=torch.bfloat16)))
-    expected = quantized.ops.silu_mul(gate_up, torch.bfloat16, True)
-    for variant in ("row", "chunks"):
-        rows, scale = silu_mul_quantize(gate_up, variant)
-        err = ((rows.float() * scale - expected[0].float() * expected[1]).norm() / (expected[0].float() * expected[1]).norm()).item()
-        results[f"fp8 silu kernel {variant}"] = err
-        log(f"fp8 SiLU*up + quantise kernel ({variant}) vs the compiled op: relative error {err:.2e} (FP8 steps are 6%)")
-        assert err < 5e-2, f"SiLU*up + quantise kernel {variant}: relative error {err:.2e}"
+    layer, bf16 = quantized.layers[0], torch.bfloat16
+    gate_up = layer.gate_up(quantize_rows(torch.randn(16, 256, device="cuda", dtype=bf16)))
+    o = layer.o_proj(quantize_rows(torch.randn(16, 256, device="cuda", dtype=bf16)))
+    residual = torch.randn(16, 256, device="cuda", dtype=bf16)
+    parts = Splits(torch.randn(16, 8, 3, 32, device="cuda"), torch.randn(16, 8, 3, device="cuda"))
+    cases = {
+        "silu row": (silu_mul_quantize(gate_up, "row"), quantized.ops.silu_mul(gate_up, bf16, True)),
+        "silu chunks": (silu_mul_quantize(gate_up, "chunks"), quantized.ops.silu_mul(gate_up, bf16, True)),
+        "add_norm": (add_norm_quantize(o, residual, layer.post_attention_norm, 1e-6)[0],
+                     quantized.ops.add_norm(o, residual, layer.post_attention_norm, 1e-6, True)[0]),
+        "merge": (merge_quantize(parts, bf16), quantized.ops.attention_output(parts, bf16, True)),
+    }  # fmt: skip
+    for name, ((rows, scale), (rows_ref, scale_ref)) in cases.items():
+        expected = rows_ref.float() * scale_ref
+        err = ((rows.float() * scale - expected).norm() / expected.norm()).item()
+        results[f"fp8 row kernel {name}"] = err
+        log(f"fp8 row kernel {name} vs the compiled op: relative error {err:.2e} (FP8 steps are 6%)")
+        assert err < 5e-2, f"row kernel {name}: relative error {err:.2e} against the compiled op"
     engine = NativeEngine(hf, config=EngineConfig(fp8=True, row_kernels=True, max_model_len=512, cuda_graph_batch_sizes=(1, 2, 4, 8)))
     log("row kernel choice on the tiny FP8 model:", json.dumps({k: v["chosen"] for k, v in engine.row_kernel_choice.items()}))
     got_rk = generate(engine, prompts, 40)

@@ -17,6 +17,7 @@ path uses `paged_attention` (Triton) instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,15 @@ class DecodeMeta:
     # [1] int32: leading positions whose blocks every real row shares (a multiple of the block
     # size, below every real row's length); a hint for the paged kernel, None: no sharing used.
     shared_len: torch.Tensor | None = None
+
+
+class Splits(NamedTuple):
+    """Decode attention left in parts (the paged kernel's context splits), merged by the op that
+    consumes it (`ops.attention_output`): partial outputs [rows, heads, splits, head_dim] float32,
+    each normalised over its own part, and their log-sum-exp [rows, heads, splits]."""
+
+    partial: torch.Tensor
+    lse: torch.Tensor
 
 
 def store_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:

@@ -483,13 +483,13 @@ def _choose_attention(config: EngineConfig, model, device: torch.device) -> str:
     if device.type != "cuda" or config.attention_backend == "torch":
         return "torch"
     try:
-        from .paged_attention import paged_decode_attention
+        from .paged_attention import paged_decode_splits
     except ImportError:
         if config.attention_backend == "triton":
             raise
         return "torch"
     from .ops import fused
 
-    model.decode_attn = paged_decode_attention
+    model.decode_attn = paged_decode_splits
     model.ops = fused()
     return "triton"

@@ -14,13 +14,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .attention import DecodeMeta, PrefillMeta, decode_attention, prefill_attention
+from .attention import DecodeMeta, PrefillMeta, Splits, decode_attention, prefill_attention
 from .config import ModelShape
 from .layers import Linear, Out, rms_norm, rope_table
 from .ops import EAGER, Ops
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values)
-DecodeAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, DecodeMeta, float], torch.Tensor]
+DecodeAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, DecodeMeta, float], torch.Tensor | Splits]
 
 
 class DecoderLayer(nn.Module):
@@ -49,7 +49,7 @@ class DecoderLayer(nn.Module):
             o = prefill_attention(q, kv[0], kv[1], meta, scale)
         else:
             o = decode_attn(q, kv[0], kv[1], meta, scale)
-        o = self.o_proj(ops.linear_input(o.flatten(1), self.o_proj.fp8))
+        o = self.o_proj(ops.attention_output(o, q.dtype, self.o_proj.fp8))
         h, residual = ops.add_norm(o, residual, self.post_attention_norm, s.rms_norm_eps, self.gate_up.fp8)
         return self.down(ops.silu_mul(self.gate_up(h), residual.dtype, self.down.fp8)), residual
 

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .attention import store_kv
+from .attention import Splits, store_kv
 from .layers import Out, apply_rope, rms_norm
 
 FP8 = torch.float8_e4m3fn
@@ -102,17 +102,32 @@ def merge_splits(partial: torch.Tensor, lse: torch.Tensor, dtype: torch.dtype) -
     return ((partial * weights.unsqueeze(-1)).sum(dim=2) / weights.sum(dim=-1, keepdim=True)).to(dtype)
 
 
+def attention_output_with(merge: Callable, to_input: Callable) -> Callable:
+    """An `attention_output` (the function returned) from a given `merge_splits` and
+    `linear_input` (eager or compiled: two kernels when compiled, as measured)."""
+
+    def attention_output(o: torch.Tensor | Splits, dtype: torch.dtype, fp8: bool):
+        """The output projection's input from attention [rows, heads, head_dim], or from its
+        unmerged parts (`attention.Splits`), merged here in `dtype`."""
+        if isinstance(o, Splits):
+            o = merge(o.partial, o.lse, dtype)
+        return to_input(o.flatten(1), fp8)
+
+    return attention_output
+
+
 @dataclass(frozen=True)
 class Ops:
     add_norm: Callable
     rope_store: Callable
+    attention_output: Callable
     silu_mul: Callable
     linear_input: Callable
     add: Callable
     dequantize: Callable
 
 
-EAGER = Ops(add_norm, rope_store_with(split_rope), silu_mul, linear_input, add, dequantize)
+EAGER = Ops(add_norm, rope_store_with(split_rope), attention_output_with(merge_splits, linear_input), silu_mul, linear_input, add, dequantize)
 
 
 def fused() -> Ops:
@@ -124,4 +139,6 @@ def fused() -> Ops:
     config.recompile_limit = max(config.recompile_limit, 64)
     config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 1024)
     compile_ = lambda fn: torch.compile(fn, fullgraph=True)  # noqa: E731
-    return Ops(compile_(add_norm), rope_store_with(compile_(split_rope)), *(compile_(fn) for fn in (silu_mul, linear_input, add, dequantize)))
+    to_input = compile_(linear_input)
+    return Ops(compile_(add_norm), rope_store_with(compile_(split_rope)), attention_output_with(compile_(merge_splits), to_input),
+               compile_(silu_mul), to_input, compile_(add), compile_(dequantize))  # fmt: skip

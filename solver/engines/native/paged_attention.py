@@ -4,9 +4,10 @@ interpreter, which the tests use in float32).
 One program per (row, KV head, context split): it loads the row's group of query heads
 ([group, head_dim], padded to 16 rows for the tensor cores), walks its share of the context
 BLOCK_N positions at a time through the block table, and keeps an online softmax. Splits are
-merged in PyTorch by their log-sum-exp. Each row's KV is read once, only up to its own context
-length, so a padded CUDA-graph batch pays only for real tokens and the block table may be as
-wide as the longest allowed sequence.
+merged by their log-sum-exp by the op that consumes the attention (`ops.attention_output`: a
+compiled merge, or with `row_kernels` one kernel that merges and quantises for FP8). Each row's
+KV is read once, only up to its own context length, so a padded CUDA-graph batch pays only for
+real tokens and the block table may be as wide as the longest allowed sequence.
 
 With `DecodeMeta.shared_len` (the N samples of a prompt share its blocks), a second kernel takes
 the shared positions: one program per (KV head, tile of BLOCK_Q query vectors of all rows,
@@ -25,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .attention import DecodeMeta
+from .attention import DecodeMeta, Splits
 from .ops import merge_splits
 
 
@@ -135,8 +136,14 @@ BLOCK_Q = 64  # query vectors per program of the shared-prefix kernel
 
 
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: DecodeMeta, scale: float) -> torch.Tensor:
-    """q [rows, heads, head_dim] -> [rows, heads, head_dim]. With `meta.shared_len`, the
-    positions every row shares are read once for all rows, the rest per row."""
+    """q [rows, heads, head_dim] -> [rows, heads, head_dim]: `paged_decode_splits`, merged."""
+    return merge_splits(*paged_decode_splits(q, k_cache, v_cache, meta, scale), q.dtype)
+
+
+def paged_decode_splits(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: DecodeMeta, scale: float) -> Splits:
+    """q [rows, heads, head_dim] -> the attention in parts, for the consuming op to merge. With
+    `meta.shared_len`, the positions every row shares are read once for all rows, the rest per
+    row."""
     rows, heads, head_dim = q.shape
     _, block_size, kv_heads, _ = k_cache.shape
     group = heads // kv_heads
@@ -163,7 +170,4 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         TOTAL_SPLITS=total, SPLIT_BASE=shared_splits, HAS_SHARED=shared_splits > 0,
         num_warps=4, num_stages=2,
     )  # fmt: skip
-    return (_merge if q.is_cuda else merge_splits)(partial, lse, q.dtype)
-
-
-_merge = torch.compile(merge_splits, fullgraph=True)  # reset with the ops by `ops.fused()`
+    return Splits(partial, lse)

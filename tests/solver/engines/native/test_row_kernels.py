@@ -3,7 +3,9 @@ cannot run FP8 or bf16 here): RoPE + KV store equals the eager ops' q and cache 
 and without an FP8 linear's scales and a bias; SiLU*up + per-row quantisation gives the eager
 rows and scales (stored unrounded as float32), in both variants, for rows that fill one chunk,
 several, and a chunk count that is not a power of two; add + RMSNorm + quantisation gives the
-eager sum, rows and scales, with and without a residual. On the GPU (bf16, FP8, timing):
+eager sum, rows and scales, with and without a residual; the attention merge + quantisation
+gives the eager merge's rows and scales (a head count that is not a power of two, empty
+parts). On the GPU (bf16, FP8, timing):
 `bench/engine.py --row-kernels`.
 
 Run: pytest tests/solver/engines/native/test_row_kernels.py -q
@@ -57,6 +59,14 @@ for name, residual in (("first layer", None), ("residual", torch.randn(3, 700)))
     errors[f"add_norm {name} sum"] = ((summed - sum_ref).abs().max() / sum_ref.abs().max()).item()
     errors[f"add_norm {name} rows"] = ((rows * scale - h).abs().max() / h.abs().max()).item()
     errors[f"add_norm {name} scale"] = ((scale - scale_ref).abs() / scale_ref).max().item()
+from solver.engines.native.attention import Splits
+partial, lse = torch.randn(4, 5, 3, 16), torch.randn(4, 5, 3) * 3
+lse[1, 2, 0] = lse[2, :, 2] = float("-inf")  # empty parts (a split past a row's end)
+merged = EAGER.attention_output(Splits(partial, lse), torch.float32, False)
+_, scale_ref = quantize_rows(merged)
+rows, scale = row_kernels.merge_quantize(Splits(partial, lse), torch.float32, out_dtype=torch.float32)
+errors["merge rows"] = ((rows * scale - merged).abs().max() / merged.abs().max()).item()
+errors["merge scale"] = ((scale - scale_ref).abs() / scale_ref).max().item()
 print(json.dumps(errors))
 """
 
@@ -67,12 +77,14 @@ from solver.engines.base import Request, SamplingParams
 from solver.engines.native import EngineConfig, NativeEngine
 from solver.engines.native import row_kernels
 from solver.engines.native.ops import EAGER
+from solver.engines.native.paged_attention import paged_decode_splits
 from tests.solver.engines.engine_testing import PROMPTS, Collector, reference, tiny_model
 same = {}
 for architecture in ("qwen2", "llama"):  # Qwen2's qkv has a bias, Llama's none
     model = tiny_model(architecture)
     engine = NativeEngine(model, config=EngineConfig(block_size=4))
     engine.runner.model.ops = dataclasses.replace(EAGER, rope_store=row_kernels.rope_store)
+    engine.runner.model.decode_attn = paged_decode_splits  # as on the GPU: parts, merged by attention_output
     run = Collector(engine)
     engine.add(Request("a", PROMPTS["long"], SamplingParams(max_tokens=12, temperature=0.0)))
     engine.add(Request("b", PROMPTS["medium"], SamplingParams(max_tokens=12, temperature=0.0)))
@@ -85,7 +97,8 @@ print(json.dumps(same))
 @pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
 def test_engine_with_the_rope_store_kernel_equals_generate_in_the_triton_interpreter():
     # The whole engine on the CPU (prefill, batched decode, paged cache) with the kernel writing
-    # the cache: greedy tokens equal transformers' generate.
+    # the cache and the paged decode kernel leaving its parts to the merge in
+    # `ops.attention_output`, as on the GPU: greedy tokens equal transformers' generate.
     assert run_in_interpreter(_ENGINE_CHECK) == {"qwen2": [True, True], "llama": [True, True]}
 
 
@@ -95,7 +108,7 @@ def test_row_kernels_equal_the_eager_ops_in_the_triton_interpreter():
     written = {k: v for k, v in errors.items() if k.endswith("written")}
     assert written and all(v == 1.0 for v in written.values()), written  # every new K/V landed in its slot
     numeric = {k: v for k, v in errors.items() if not k.endswith("written")}
-    assert len(numeric) == 2 * 3 + 3 * 2 * 2 + 2 * 3
+    assert len(numeric) == 2 * 3 + 3 * 2 * 2 + 2 * 3 + 2
     assert max(numeric.values()) < 1e-5, numeric
 
 
