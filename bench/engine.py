@@ -109,6 +109,31 @@ def check_kernel(cache_dtype: torch.dtype = torch.bfloat16, shared_blocks: int =
     return err
 
 
+def check_prefill_kernel(cache_dtype: torch.dtype = torch.bfloat16) -> float:
+    """The paged prefill kernel against the gather attention on the same cache: a batch of a
+    2,000-token prompt, a continuation of 37 tokens after 3,000, and 15 sequences that share the
+    prompt's first blocks and compute their last 8 tokens (N samples of one prompt)."""
+    from solver.engines.native.attention import PrefillMeta, prefill_attention
+    from solver.engines.native.paged_prefill import paged_prefill_attention
+
+    torch.manual_seed(2)
+    heads, kv_heads, dim, blocks, bs = 40, 8, 128, 600, 16
+    k, v = (torch.randn(blocks, bs, kv_heads, dim, device="cuda").to(cache_dtype) for _ in range(2))
+    pages = (torch.randperm(blocks - 1, device="cuda") + 1).tolist()
+    prompt, other = pages[:125], pages[125:315]
+    seqs = [(prompt, 2000, 2000), (other, 37, 3037)] + [(prompt[:62] + [pages[315 + i]], 8, 1000) for i in range(15)]
+    starts = [sum(n for _, n, _ in seqs[:i]) for i in range(len(seqs))]
+    q = torch.randn(sum(n for _, n, _ in seqs), heads, dim, device="cuda", dtype=torch.bfloat16)
+    meta = PrefillMeta(torch.zeros(q.shape[0], dtype=torch.long, device="cuda"), [torch.tensor(t, device="cuda") for t, _, _ in seqs],
+                       starts, [n for _, n, _ in seqs], [c for _, _, c in seqs])  # fmt: skip
+    ref = prefill_attention(q.float(), k, v, meta, dim**-0.5)
+    out = paged_prefill_attention(q, k, v, meta, dim**-0.5).float()
+    err = ((out - ref).norm() / ref.norm()).item()
+    log(f"paged prefill kernel on a {cache_dtype} cache vs gather reference (17 sequences): relative error {err:.2e}")
+    assert err < 1e-2 and not out.isnan().any(), f"paged prefill kernel, {cache_dtype} cache: relative error {err:.2e}"
+    return err
+
+
 def check_engines(with_fp8_kv: bool = True) -> dict[str, float]:
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -135,10 +160,11 @@ def check_engines(with_fp8_kv: bool = True) -> dict[str, float]:
             ("torch", EngineConfig(attention_backend="torch", cuda_graph_batch_sizes=(), max_model_len=512), refs),
             ("triton+graphs", EngineConfig(attention_backend="triton", cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512), refs),
             ("triton+graphs+row kernels", EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, row_kernels=True), refs),
+            ("triton+graphs+triton prefill", EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, prefill_attention_backend="triton"), refs),
             ("triton+graphs+fp8 KV", EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, kv_cache_dtype="fp8"), refs_kv8),
             ("triton+graphs+fp8 KV+row kernels", EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, kv_cache_dtype="fp8",
                                                               row_kernels=True), refs_kv8),
-        )[: 5 if with_fp8_kv else 3]:
+        )[: 6 if with_fp8_kv else 4]:
             engine = NativeEngine(model, config=config)
             if config.row_kernels:  # the kernels are checked whatever the timing chose
                 from solver.engines.native.row_kernels import rope_store
@@ -167,6 +193,12 @@ def check_engines(with_fp8_kv: bool = True) -> dict[str, float]:
                 engine = NativeEngine(model, config=EngineConfig(max_model_len=512, cuda_graph_batch_sizes=(1, 2, 4, 8), overlap_decode=overlap))
                 runs.append(run_with_tool_calls(engine))
                 engine.close()
+            if candidates == 1024:  # the paged prefill kernel on the same tool-call workload
+                engine = NativeEngine(model, config=EngineConfig(max_model_len=512, cuda_graph_batch_sizes=(1, 2, 4, 8), prefill_attention_backend="triton"))
+                same = run_with_tool_calls(engine) == runs[1]
+                engine.close()
+                results[f"{name}/triton_prefill_equals_torch_prefill"] = float(same)
+                log(f"{name} paged prefill kernel vs gather prefill, sampled with stops and continuations: {'identical' if same else 'DIFFERENT (reported: fp32 rounding order differs)'}")
             sampling_module.NUCLEUS_CANDIDATES = 1024
             same = runs[0] == runs[1]
             results[f"{name}/overlap_equals_plain/candidates={candidates}"] = float(same)
@@ -333,6 +365,7 @@ def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str
     step_ms = 1e3 * decode_s / max(decode_steps, 1)
     floor_ms = 1e3 * decode_bytes / max(decode_steps, 1) / bw
     name = "native" + ("+shared-prefix" if engine.config.shared_prefix_attention else "") + ("+row-kernels" if engine.config.row_kernels else "")
+    name += "+triton-prefill" if engine.config.prefill_attention_backend == "triton" else ""
     return Row(name, precision, num_samples, label or f"{prompt_len}+{max(lengths)}", total, tokens / total,
                tokens / total / num_samples, decode_bytes / max(decode_steps, 1) / 1e9, floor_ms, step_ms,
                100 * floor_ms / step_ms, engine.stats.extra.get("sampling_fallback_rows", 0) - fallback_before,
@@ -492,6 +525,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-fp8-kv", action="store_true", help="skip the FP8 weights + FP8 KV cache rows")
     parser.add_argument("--no-baseline", action="store_true", help="skip transformers' continuous batching")
     parser.add_argument("--shared-prefix-attention", action="store_true", help="native rows read the shared prompt's KV once per step")
+    parser.add_argument("--triton-prefill", action="store_true", help="native engines use the paged prefill kernel")
     parser.add_argument("--row-kernels", action="store_true", help="native engines time and use the hand-written row kernels where faster")
     parser.add_argument("--fp8-kv-only", action="store_true", help="of the FP8 rows, only FP8 weights + FP8 KV cache")
     parser.add_argument("--no-checks", action="store_true", help="skip the GPU correctness checks (they ran in an earlier call)")
@@ -507,12 +541,13 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     log(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  date {time.strftime('%Y-%m-%d')}")
-    checks = {} if args.no_checks else {"kernel_rel_err": check_kernel()}
+    checks = {} if args.no_checks else {"kernel_rel_err": check_kernel(), "prefill_kernel_rel_err": check_prefill_kernel()}
     if not args.no_checks and args.shared_prefix_attention:
         checks["kernel_shared_prefix_rel_err"] = check_kernel(shared_blocks=8)
     if not args.no_checks and not args.no_fp8_kv:
         try:
             checks["kernel_fp8_cache_rel_err"] = check_kernel(torch.float8_e4m3fn)
+            checks["prefill_kernel_fp8_cache_rel_err"] = check_prefill_kernel(torch.float8_e4m3fn)
         except Exception as exc:  # measure the rest anyway; an FP8 cache that fails is not measured
             checks["fp8_kv_check_failed"] = f"{type(exc).__name__}: {exc}"
             log(f"FP8 KV CHECK FAILED, fp8+kv8 not measured: {exc}")
@@ -566,7 +601,8 @@ def main() -> None:
         t0 = time.perf_counter()
         kv = "fp8" if precision == "fp8+kv8" else "auto"  # fp8+kv8: FP8 weights and an FP8 KV cache
         config = EngineConfig(max_num_seqs=max(args.samples), max_model_len=max_len, kv_cache_dtype=kv,
-                              shared_prefix_attention=args.shared_prefix_attention, row_kernels=args.row_kernels)  # fmt: skip
+                              shared_prefix_attention=args.shared_prefix_attention, row_kernels=args.row_kernels,
+                              prefill_attention_backend="triton" if args.triton_prefill else "torch")  # fmt: skip
         engine = NativeEngine(native, config=config)
         log(f"{precision} engine: {engine.block_manager.num_blocks} blocks, attention {engine.attention_backend}, built in {time.perf_counter() - t0:.1f} s")
         if engine.row_kernel_choice:

@@ -16,7 +16,7 @@ path uses `paged_attention` (Triton) instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -34,6 +34,7 @@ class PrefillMeta:
     query_starts: list[int]
     query_lens: list[int]
     context_lens: list[int]
+    kernel_inputs: tuple | None = field(default=None, repr=False)  # the paged prefill kernel's, made once per step
 
 
 @dataclass

@@ -78,6 +78,10 @@ class EngineConfig:
     # quantise, each kept where it times faster than the compiled ops at build. Off: not yet run
     # on a GPU (bench/engine.py --row-kernels).
     row_kernels: bool = False
+    # Prefill attention: "torch" gathers each sequence's context and runs SDPA, one sequence at a
+    # time; "triton" runs one paged kernel for the whole batch (`paged_prefill`). "torch" by
+    # default: the kernel has not been run on a GPU yet (bench/engine.py --triton-prefill).
+    prefill_attention_backend: str = "torch"
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:
@@ -88,6 +92,8 @@ class EngineConfig:
             raise ValueError(f"gpu_memory_fraction must be in (0, 1], got {self.gpu_memory_fraction}")
         if self.attention_backend not in ("auto", "torch", "triton"):
             raise ValueError(f"attention_backend must be auto, torch or triton; got {self.attention_backend!r}")
+        if self.prefill_attention_backend not in ("torch", "triton"):
+            raise ValueError(f"prefill_attention_backend must be torch or triton, got {self.prefill_attention_backend!r}")
         if self.kv_cache_dtype not in ("auto", "fp8"):
             raise ValueError(f"kv_cache_dtype must be auto or fp8, got {self.kv_cache_dtype!r}")
         if self.num_draft_tokens is not None and self.num_draft_tokens < 1:

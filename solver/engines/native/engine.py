@@ -479,7 +479,7 @@ class _Queued:
 
 def _choose_attention(config: EngineConfig, model, device: torch.device) -> str:
     """Install the decode attention: the Triton paged kernel on CUDA (unless "torch"), else the
-    gather-based one."""
+    gather-based one; with it, the paged prefill kernel where `prefill_attention_backend` asks."""
     if device.type != "cuda" or config.attention_backend == "torch":
         return "torch"
     try:
@@ -492,4 +492,8 @@ def _choose_attention(config: EngineConfig, model, device: torch.device) -> str:
 
     model.decode_attn = paged_decode_splits
     model.ops = fused()
+    if config.prefill_attention_backend == "triton":
+        from .paged_prefill import paged_prefill_attention
+
+        model.prefill_attn = paged_prefill_attention
     return "triton"

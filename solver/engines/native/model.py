@@ -21,6 +21,7 @@ from .ops import EAGER, Ops
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values)
 DecodeAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, DecodeMeta, float], torch.Tensor | Splits]
+PrefillAttention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, PrefillMeta, float], torch.Tensor]
 
 
 class DecoderLayer(nn.Module):
@@ -38,7 +39,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_norm = nn.Parameter(weights.pop("post_attention_layernorm.weight"), requires_grad=False)
         assert not weights, f"unused weights: {sorted(weights)}"
 
-    def forward(self, x: Out, residual, cos, sin, kv, meta, decode_attn: DecodeAttention, ops: Ops):
+    def forward(self, x: Out, residual, cos, sin, kv, meta, decode_attn: DecodeAttention, ops: Ops,
+                prefill_attn: PrefillAttention = prefill_attention):  # fmt: skip
         """x: the previous layer's output (a linear's `Out`) and `residual` the stream before it
         (None at layer 0); returns this layer's (output, residual) in the same convention."""
         s = self.shape
@@ -46,7 +48,7 @@ class DecoderLayer(nn.Module):
         q = ops.rope_store(self.qkv(h), cos, sin, s.num_heads, s.num_kv_heads, s.head_dim, kv[0], kv[1], meta.slot_mapping)
         scale = s.head_dim**-0.5
         if isinstance(meta, PrefillMeta):
-            o = prefill_attention(q, kv[0], kv[1], meta, scale)
+            o = prefill_attn(q, kv[0], kv[1], meta, scale)
         else:
             o = decode_attn(q, kv[0], kv[1], meta, scale)
         o = self.o_proj(ops.attention_output(o, q.dtype, self.o_proj.fp8))
@@ -73,6 +75,7 @@ class CausalLM(nn.Module):
         self.register_buffer("cos", rope[0], persistent=False)
         self.register_buffer("sin", rope[1], persistent=False)
         self.decode_attn: DecodeAttention = decode_attention
+        self.prefill_attn: PrefillAttention = prefill_attention
         self.ops: Ops = EAGER  # `ops.fused()` on CUDA
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: PrefillMeta | DecodeMeta, kv_cache: KVCache) -> torch.Tensor:
@@ -80,7 +83,7 @@ class CausalLM(nn.Module):
         x, residual = Out(self.embed[input_ids]), None
         cos, sin = self.cos[positions], self.sin[positions]
         for layer, kv in zip(self.layers, kv_cache):
-            x, residual = layer(x, residual, cos, sin, kv, meta, self.decode_attn, self.ops)
+            x, residual = layer(x, residual, cos, sin, kv, meta, self.decode_attn, self.ops, self.prefill_attn)
         return self.ops.add(x, residual)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
