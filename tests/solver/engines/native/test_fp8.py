@@ -104,3 +104,27 @@ def test_drafter_with_an_fp8_head_still_gives_exact_greedy_output(mode):
     run.run()
     assert run.tokens["a"] == reference(model, PROMPTS["long"], 30)  # the drafts change, the output cannot
     assert run.engine.stats.extra["spec_draft_tokens"] > 0
+
+
+def test_a_form_whose_product_is_wrong_is_never_chosen(monkeypatch):
+    """The choice's self-check (CPU, with a stand-in timer): a form that is the fastest but
+    whose product disagrees with cuBLAS's is listed as a mismatch and not chosen."""
+    from solver.engines.native import fp8
+
+    torch.manual_seed(0)
+    weight = torch.randn(48, 64, dtype=torch.bfloat16)
+    broken = fp8.all_modes()[-1]
+
+    def forms(mode):
+        linear = FP8Linear(weight, None, mode)
+        if mode == broken:
+            linear.weight_scale.data *= 2  # a kernel that computes the wrong product
+        return [linear]
+
+    times = {mode: float(i + 2) for i, mode in enumerate(fp8.all_modes())} | {broken: 0.5}  # broken is fastest
+    monkeypatch.setattr(fp8, "graph_time_ms", lambda fns, x: times.get(getattr(fns[0], "mode", "bf16"), 100.0))
+    x = torch.randn(16, 64, dtype=torch.bfloat16)
+    choice = fp8._fastest([Linear(weight)], forms, x, quantize_rows(x))
+    assert choice["mismatch"] == [broken]
+    assert choice[broken] == float("inf")
+    assert choice["chosen"] == "rowwise"  # the fastest of the rest (2.0 ms)
