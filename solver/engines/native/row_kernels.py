@@ -300,11 +300,23 @@ def _with_merge_kernel(compiled: Callable, num_warps: int) -> Callable:
     return attention_output
 
 
+def _as_values(out) -> torch.Tensor:
+    """An op's output as one float vector, FP8 rows times their scales: what a variant must
+    reproduce (within FP8's rounding steps)."""
+    if isinstance(out, torch.Tensor):
+        return out.float().flatten()
+    if len(out) == 2 and isinstance(out[0], torch.Tensor) and out[0].dtype == FP8:
+        return (out[0].float() * out[1]).flatten()
+    return torch.cat([_as_values(part) for part in out])
+
+
 def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], batch_size: int) -> dict[str, dict[str, float | str]]:
-    """Replace `model.ops.rope_store` and the FP8 `silu_mul`, `add_norm` and `attention_output` by this module's kernels where they
-    time faster at `batch_size` rows, inside a CUDA graph, on the first layer's real products
-    (their dtype and scales as this model makes them). `kv` is a layer's cache: the timing
-    writes into block 0, the engine's scratch block. Returns {op: {form: ms, "chosen": form}}."""
+    """Replace `model.ops.rope_store` and the FP8 `silu_mul`, `add_norm` and `attention_output` by
+    this module's kernels where they time faster at `batch_size` rows, inside a CUDA graph, on the
+    first layer's real products (their dtype and scales as this model makes them). A variant
+    whose output differs from the compiled form's by more than FP8's rounding (5e-2 relative)
+    is listed under "mismatch" and never chosen. `kv` is a layer's cache: the timing writes into
+    block 0, the engine's scratch block. Returns {op: {form: ms, "chosen": form}}."""
     layer, s, ops = model.layers[0], model.shape, model.ops
     device = model.embed.device
     x = torch.randn(batch_size, s.hidden_size, dtype=model.embed.dtype, device=device)
@@ -336,13 +348,22 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
         forms["add_norm"] = (variants, (o, x, layer.post_attention_norm, s.rms_norm_eps, True))
     choices, replaced = {}, {}
     for op, (variants, args) in forms.items():
-        times = {}
-        for name, fn in variants.items():
+        times: dict = {}
+        reference = None
+        for name, fn in variants.items():  # "compiled" first: the others must agree with it
             try:
+                with torch.inference_mode():
+                    got = _as_values(fn(*args))
+                reference = got if reference is None else reference
+                if ((got - reference).norm() / reference.norm().clamp(min=1e-30)).item() > 5e-2:
+                    times.setdefault("mismatch", []).append(name)
+                    times[name] = float("inf")
+                    continue
                 times[name] = graph_time_ms([lambda a, fn=fn: fn(*a)], args)
             except Exception:  # noqa: BLE001 - a kernel this Triton build cannot compile is not chosen
                 times[name] = float("inf")
-        chosen = min(times, key=times.get)
+        timed = {k: v for k, v in times.items() if k != "mismatch"}
+        chosen = min(timed, key=timed.get)
         choices[op] = {**times, "chosen": chosen}
         replaced[op] = variants[chosen]
     model.ops = dataclasses.replace(ops, **replaced)

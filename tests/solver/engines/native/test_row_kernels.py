@@ -94,6 +94,35 @@ print(json.dumps(same))
 """
 
 
+_CHOICE_CHECK = """
+import json, torch
+from solver.engines.native import row_kernels
+from solver.engines.native.model import from_hf
+from tests.solver.engines.engine_testing import tiny_model
+result = {}
+for broken in (False, True):
+    model = from_hf(tiny_model("qwen2"), 64)
+    kv = tuple(torch.zeros(4, 4, model.shape.num_kv_heads, model.shape.head_dim) for _ in range(2))
+    kernel = row_kernels.rope_store
+    if broken:  # a kernel that writes the right cache but returns a wrong q
+        row_kernels.rope_store = lambda *args: kernel(*args) * 2
+    # a stand-in timer (CUDA graphs need a GPU): the kernel is always the faster
+    row_kernels.graph_time_ms = lambda fns, args: 1.0 if fns[0].__defaults__[0] is not model.ops.rope_store else 2.0
+    choice = row_kernels.choose_row_kernels(model, kv, batch_size=3)
+    result[str(broken)] = [choice["rope_store"]["chosen"], choice["rope_store"].get("mismatch", []), sorted(choice)]
+    row_kernels.rope_store = kernel
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
+def test_row_kernel_choice_takes_the_faster_form_and_refuses_a_wrong_one_in_the_triton_interpreter():
+    # A float32 model without FP8: only rope_store is offered.
+    result = run_in_interpreter(_CHOICE_CHECK)
+    assert result["False"] == ["kernel", [], ["rope_store"]]
+    assert result["True"] == ["compiled", ["kernel"], ["rope_store"]]
+
+
 @pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
 def test_engine_with_the_rope_store_kernel_equals_generate_in_the_triton_interpreter():
     # The whole engine on the CPU (prefill, batched decode, paged cache) with the kernel writing
