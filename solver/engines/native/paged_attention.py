@@ -32,9 +32,11 @@ from .ops import merge_splits
 
 @triton.jit
 def _attend(q, k_ptr, v_ptr, table_ptr, start, end, kv_head, scale,
-            NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr):  # fmt: skip
+            NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
+            last=0, CAUSAL: tl.constexpr = False):  # fmt: skip
     """Online softmax of the query rows q [Q, HEAD_DIM] over positions [start, end) of one block
-    table: (unnormalised output [Q, HEAD_DIM], running max [Q], running sum [Q])."""
+    table: (unnormalised output [Q, HEAD_DIM], running max [Q], running sum [Q]). With CAUSAL,
+    row i sees only positions <= last[i] (prefill; each row must see at least one)."""
     d = tl.arange(0, HEAD_DIM)
     m = tl.full([q.shape[0]], float("-inf"), tl.float32)
     l = tl.zeros([q.shape[0]], tl.float32)
@@ -47,7 +49,10 @@ def _attend(q, k_ptr, v_ptr, table_ptr, start, end, kv_head, scale,
         offsets = (slot * NUM_KV_HEADS + kv_head)[:, None] * HEAD_DIM + d[None, :]
         k = tl.load(k_ptr + offsets, mask=valid[:, None], other=0.0).to(q.dtype)  # FP8 caches too
         s = tl.dot(q, tl.trans(k)) * scale
-        s = tl.where(valid[None, :], s, float("-inf"))
+        if CAUSAL:
+            s = tl.where(valid[None, :] & (t[None, :] <= last[:, None]), s, float("-inf"))
+        else:
+            s = tl.where(valid[None, :], s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, 1))
         p = tl.exp(s - m_new[:, None])
         alpha = tl.exp(m - m_new)

@@ -10,8 +10,8 @@ prompt took about 3 s on an H100 for a 0.4 s compute floor).
 
 Here one program takes BLOCK_M queries of one sequence for one query head, walks the sequence's
 keys through its block table BLOCK_N at a time up to the tile's last position, and keeps an
-online softmax (as the decode kernel does), masking each query to the positions at or before its
-own: a whole prompt, a chunk of one, or a continuation after a tool call alike. Every query
+online softmax (the decode kernel's loop, `paged_attention._attend`), masking each query to the
+positions at or before its own: a whole prompt, a chunk of one, or a continuation after a tool call alike. Every query
 reads only its own sequence's cache; K/V are converted to the queries' dtype as they are loaded
 (FP8 caches too).
 
@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from .attention import PrefillMeta
+from .paged_attention import _attend
 
 BLOCK_M = 64  # queries per program
 BLOCK_N = 64  # keys per step of a program's loop
@@ -52,26 +53,9 @@ def _prefill_kernel(
     rows = (q_start + i).to(tl.int64) * NUM_HEADS + head
     q = tl.load(q_ptr + rows[:, None] * HEAD_DIM + d[None, :], mask=valid_q[:, None], other=0.0)
     kv_head = head // (NUM_HEADS // NUM_KV_HEADS)
-    table = tables_ptr + seq.to(tl.int64) * table_stride
     end = tl.minimum(context, context - q_len + m0 + BLOCK_M)  # past the tile's last query
-    m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-    for n0 in range(0, end, BLOCK_N):
-        t = n0 + tl.arange(0, BLOCK_N)
-        valid = t < end
-        page = tl.load(table + t // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
-        offsets = ((page * BLOCK_SIZE + t % BLOCK_SIZE) * NUM_KV_HEADS + kv_head)[:, None] * HEAD_DIM + d[None, :]
-        k = tl.load(k_ptr + offsets, mask=valid[:, None], other=0.0).to(q.dtype)
-        s = tl.dot(q, tl.trans(k)) * scale
-        s = tl.where(valid[None, :] & (t[None, :] <= position[:, None]), s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, 1))  # finite: every query sees key 0 in the first step
-        p = tl.exp(s - m_new[:, None])
-        alpha = tl.exp(m - m_new)
-        l = l * alpha + tl.sum(p, 1)
-        v = tl.load(v_ptr + offsets, mask=valid[:, None], other=0.0).to(q.dtype)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m = m_new
+    acc, m, l = _attend(q, k_ptr, v_ptr, tables_ptr + seq.to(tl.int64) * table_stride, 0, end, kv_head, scale,
+                        NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE, BLOCK_N, position, True)  # fmt: skip
     tl.store(out_ptr + rows[:, None] * HEAD_DIM + d[None, :], (acc / l[:, None]).to(out_ptr.dtype.element_ty), mask=valid_q[:, None])
 
 
