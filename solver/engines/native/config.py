@@ -74,9 +74,9 @@ class EngineConfig:
     # 7,000-token prompt, -3.5% with a 1,000-token one (a second kernel and more splits to
     # merge), so off by default: solving prompts are short.
     shared_prefix_attention: bool = False
-    # Hand-written Triton kernels (`row_kernels`) for RoPE + KV store and the FP8 SiLU*up +
-    # quantise, each kept where it times faster than the compiled ops at build. Off: not yet run
-    # on a GPU (bench/engine.py --row-kernels).
+    # Hand-written Triton kernels (`row_kernels`) for RoPE + KV store and, with FP8, the
+    # quantising steps (add+norm, attention merge, SiLU*up), each kept where it agrees with the
+    # compiled ops and times faster at build. Off: not yet run on a GPU (bench/engine.py --row-kernels).
     row_kernels: bool = False
     # Prefill attention: "torch" gathers each sequence's context and runs SDPA, one sequence at a
     # time; "triton" runs one paged kernel for the whole batch (`paged_prefill`). "torch" by

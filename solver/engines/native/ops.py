@@ -14,6 +14,11 @@ FP8 linears add no kernels of their own: the op before one quantises its output 
 (`linear_input`, inside the norm or SiLU kernel) and the op after one applies the row and
 column scales and the bias (`dequantize`, inside the RoPE, norm or SiLU kernel); the linear
 itself is only the FP8 matrix product. With plain linears both are no-ops.
+
+Two ops wrap compiled parts rather than being compiled whole: `rope_store` writes the new K/V
+into the cache outside the compiled RoPE (in place; see `rope_store_with`), and
+`attention_output` merges the decode attention's parts and quantises for o_proj as two compiled
+functions. `row_kernels.py` offers hand-written kernels for these and the quantising ops.
 """
 
 from __future__ import annotations
@@ -74,8 +79,8 @@ def split_rope(qkv: Out, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, n
 
 def rope_store_with(split_rope_fn: Callable) -> Callable:
     """A `rope_store` (the function returned) around a given `split_rope` (eager or compiled):
-    the cache is written outside it, since a compiled function that writes into the cache in place is turned into one
-    that copies the whole cache (measured: 300-400 us per layer)."""
+    the cache is written outside it, since a compiled function that writes into the cache in
+    place is turned into one that copies the whole cache (measured: 300-400 us per layer)."""
 
     def rope_store(qkv: Out, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int,
                    k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> torch.Tensor:  # fmt: skip
