@@ -29,15 +29,16 @@ work there (the tests use them), the `..._where_faster` functions refuse.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
 
 from . import fp8_gemm
-from .timing import graph_time_ms
 from .layers import Linear, Out
 from .model import CausalLM
 from .ops import FP8, FP8_MAX, dequantize, quantize_rows
+from .timing import agreeing_times, graph_time_ms, with_choice
 
 LAYER_KINDS = ("qkv", "o_proj", "gate_up", "down")
 KINDS = (*LAYER_KINDS, "lm_head")
@@ -130,23 +131,13 @@ def _fastest(plain: list[nn.Module], fp8_in: Callable[[str], list[nn.Module]], x
     build does not offer, or whose product differs from the first form that runs (cuBLAS
     row-wise) by more than rounding (1e-2 relative; listed under "mismatch"), times as
     infinite: never chosen."""
-    times: dict = {"bf16": graph_time_ms(plain, x)}
-    reference = None
-    for mode in all_modes():
-        try:
-            fns = fp8_in(mode)
-            with torch.inference_mode():
-                got = _finished(fns[0](fp8_x))
-            reference = got if reference is None else reference  # "rowwise" first, then the rest against it
-            if ((got - reference).norm() / reference.norm().clamp(min=1e-30)).item() > 1e-2:
-                times.setdefault("mismatch", []).append(mode)
-                times[mode] = float("inf")
-                continue
-            times[mode] = graph_time_ms(fns, fp8_x)
-        except Exception:  # noqa: BLE001 - cuBLAS without a form, or a Triton config that cannot build
-            times[mode] = float("inf")
-    timed = {k: v for k, v in times.items() if k != "mismatch"}
-    return {**times, "chosen": min(timed, key=timed.get)}
+    bf16 = graph_time_ms(plain, x)
+
+    def form(mode: str):
+        fns = fp8_in(mode)
+        return lambda: _finished(fns[0](fp8_x)), lambda: graph_time_ms(fns, fp8_x)
+
+    return with_choice({"bf16": bf16, **agreeing_times({mode: partial(form, mode) for mode in all_modes()}, 1e-2)})
 
 
 def _rows_served(batch_size: int) -> int:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import triton
@@ -36,7 +37,7 @@ from .attention import Splits
 from .layers import Out
 from .model import CausalLM
 from .ops import FP8
-from .timing import graph_time_ms
+from .timing import agreeing_times, graph_time_ms, with_choice
 
 
 @triton.jit
@@ -266,38 +267,24 @@ def silu_mul_quantize(gate_up: Out, variant: str = "chunks", out_dtype: torch.dt
     return out, scale
 
 
-def _with_silu_kernel(compiled: Callable, variant: str) -> Callable:
-    """silu_mul with the FP8 quantisation done by `silu_mul_quantize` (`variant`); the plain
-    (bf16) form stays compiled, and so does a product with a bias (none in Llama/Qwen2)."""
-
-    def silu_mul(gate_up: Out, dtype: torch.dtype, fp8: bool):
-        if fp8 and gate_up.bias is None and gate_up.raw.is_cuda:
-            return silu_mul_quantize(gate_up, variant)
-        return compiled(gate_up, dtype, fp8)
-
-    return silu_mul
+def _unscaled_product_on_gpu(y: Out) -> bool:
+    return y.bias is None and y.raw.is_cuda  # Llama/Qwen2 have no bias on gate_up, o_proj, down
 
 
-def _with_add_norm_kernel(compiled: Callable, num_warps: int) -> Callable:
-    """add_norm with `fp8` done by `add_norm_quantize`; otherwise (bf16, a bias) compiled."""
-
-    def add_norm(x: Out, residual, weight, eps, fp8: bool):
-        if fp8 and x.bias is None and x.raw.is_cuda:
-            return add_norm_quantize(x, residual, weight, eps, num_warps=num_warps)
-        return compiled(x, residual, weight, eps, fp8)
-
-    return add_norm
+def _parts_on_gpu(o) -> bool:
+    return isinstance(o, Splits) and o.partial.is_cuda
 
 
-def _with_merge_kernel(compiled: Callable, num_warps: int) -> Callable:
-    """attention_output with the FP8 merge + quantise done by `merge_quantize`."""
+def _fp8_kernel(compiled: Callable, kernel: Callable, applies: Callable[[object], bool]) -> Callable:
+    """An op (first argument an input, last `fp8`) whose FP8 form is `kernel(input, *the other
+    arguments but fp8)` wherever `applies(input)`; otherwise (bf16, a bias, the CPU) compiled."""
 
-    def attention_output(o, dtype: torch.dtype, fp8: bool):
-        if fp8 and isinstance(o, Splits) and o.partial.is_cuda:
-            return merge_quantize(o, dtype, num_warps=num_warps)
-        return compiled(o, dtype, fp8)
+    def op(x, *rest):
+        if rest[-1] and applies(x):
+            return kernel(x, *rest[:-1])
+        return compiled(x, *rest)
 
-    return attention_output
+    return op
 
 
 def _as_values(out) -> torch.Tensor:
@@ -330,7 +317,9 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
                        (qkv, cos, sin, s.num_heads, s.num_kv_heads, s.head_dim, kv[0], kv[1], slots)),
     }  # fmt: skip
     if layer.down.fp8:
-        variants = {"compiled": ops.silu_mul, **{f"kernel/{v}": _with_silu_kernel(ops.silu_mul, v) for v in ("row", "chunks")}}
+        variants = {"compiled": ops.silu_mul}
+        for v in ("row", "chunks"):
+            variants[f"kernel/{v}"] = _fp8_kernel(ops.silu_mul, lambda y, dtype, v=v: silu_mul_quantize(y, v), _unscaled_product_on_gpu)
         forms["silu_mul"] = (variants, (gate_up, model.embed.dtype, True))
     if layer.o_proj.fp8:  # the attention's parts as the paged kernel leaves them at this batch size
         from .paged_attention import num_splits_for
@@ -338,33 +327,24 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
         splits = num_splits_for(batch_size, s.num_kv_heads, device)
         parts = Splits(torch.randn(batch_size, s.num_heads, splits, s.head_dim, device=device),
                        torch.randn(batch_size, s.num_heads, splits, device=device))  # fmt: skip
-        variants = {"compiled": ops.attention_output, **{f"kernel/w{w}": _with_merge_kernel(ops.attention_output, w) for w in (4, 8)}}
+        variants = {"compiled": ops.attention_output}
+        for w in (4, 8):
+            variants[f"kernel/w{w}"] = _fp8_kernel(ops.attention_output, partial(merge_quantize, num_warps=w), _parts_on_gpu)
         forms["attention_output"] = (variants, (parts, model.embed.dtype, True))
     if layer.qkv.fp8 and layer.gate_up.fp8:  # the norms before them quantise; o_proj and down have no bias
         with torch.inference_mode():
             attn = torch.randn(batch_size, s.num_heads * s.head_dim, dtype=x.dtype, device=device)
             o = layer.o_proj(ops.linear_input(attn, layer.o_proj.fp8))
-        variants = {"compiled": ops.add_norm, **{f"kernel/w{w}": _with_add_norm_kernel(ops.add_norm, w) for w in (4, 8, 16)}}
+        variants = {"compiled": ops.add_norm}
+        for w in (4, 8, 16):
+            variants[f"kernel/w{w}"] = _fp8_kernel(ops.add_norm, partial(add_norm_quantize, num_warps=w), _unscaled_product_on_gpu)
         forms["add_norm"] = (variants, (o, x, layer.post_attention_norm, s.rms_norm_eps, True))
+    def form(fn, args):
+        return lambda: _as_values(fn(*args)), lambda: graph_time_ms([lambda a, fn=fn: fn(*a)], args)
+
     choices, replaced = {}, {}
-    for op, (variants, args) in forms.items():
-        times: dict = {}
-        reference = None
-        for name, fn in variants.items():  # "compiled" first: the others must agree with it
-            try:
-                with torch.inference_mode():
-                    got = _as_values(fn(*args))
-                reference = got if reference is None else reference
-                if ((got - reference).norm() / reference.norm().clamp(min=1e-30)).item() > 5e-2:
-                    times.setdefault("mismatch", []).append(name)
-                    times[name] = float("inf")
-                    continue
-                times[name] = graph_time_ms([lambda a, fn=fn: fn(*a)], args)
-            except Exception:  # noqa: BLE001 - a kernel this Triton build cannot compile is not chosen
-                times[name] = float("inf")
-        timed = {k: v for k, v in times.items() if k != "mismatch"}
-        chosen = min(timed, key=timed.get)
-        choices[op] = {**times, "chosen": chosen}
-        replaced[op] = variants[chosen]
+    for op, (variants, args) in forms.items():  # "compiled" first: the kernels must agree with it
+        choices[op] = with_choice(agreeing_times({name: partial(form, fn, args) for name, fn in variants.items()}, 5e-2))
+        replaced[op] = variants[choices[op]["chosen"]]
     model.ops = dataclasses.replace(ops, **replaced)
     return choices
