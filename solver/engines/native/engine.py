@@ -88,10 +88,11 @@ class NativeEngine:
             self.device = torch.device(device) if device is not None else next(model.parameters()).device
             self.max_model_len = min(config.max_model_len or shape.max_position_embeddings, shape.max_position_embeddings)
             native = from_hf(model, self.max_model_len, self.device, dtype, consume=consume_weights)
+        timing_rows = min(config.max_num_seqs, 16)  # the decode batch the kernel choices are timed at
         if config.fp8:  # a built model whose linears are already FP8 is used as it is
             from .fp8 import is_quantized, quantize_where_faster
 
-            self.fp8_choice = {} if is_quantized(native) else quantize_where_faster(native, batch_size=min(config.max_num_seqs, 16))
+            self.fp8_choice = {} if is_quantized(native) else quantize_where_faster(native, batch_size=timing_rows)
         self.proposer = None
         if drafter is not None:  # on the device before the KV cache takes what is left
             check_compatible(drafter, shape)
@@ -100,7 +101,7 @@ class NativeEngine:
             if config.fp8:  # its vocabulary head reads as many bytes per draft as a 14B model's lm_head
                 from .fp8 import quantize_drafter_head_where_faster
 
-                self.fp8_choice["drafter_head"] = quantize_drafter_head_where_faster(self.proposer.drafter, min(config.max_num_seqs, 16))
+                self.fp8_choice["drafter_head"] = quantize_drafter_head_where_faster(self.proposer.drafter, timing_rows)
         kv_element_size = kv_dtype(config, native.embed.dtype).itemsize
         blocks = num_kv_blocks(config, shape, self.max_model_len, self.device, kv_element_size)
         if self.device.type == "cpu" and config.num_kv_blocks is None:
@@ -112,7 +113,7 @@ class NativeEngine:
         if config.row_kernels and self.attention_backend == "triton":  # before the graphs capture the ops
             from .row_kernels import choose_row_kernels
 
-            self.row_kernel_choice = choose_row_kernels(native, self.runner.kv_cache[0], batch_size=min(config.max_num_seqs, 16))
+            self.row_kernel_choice = choose_row_kernels(native, self.runner.kv_cache[0], batch_size=timing_rows)
         if self.device.type == "cuda" and config.cuda_graph_batch_sizes:
             max_rows = config.max_num_seqs * (1 + lookahead)
             self.runner.enable_graphs(tuple(b for b in config.cuda_graph_batch_sizes if b <= max_rows))
@@ -460,7 +461,6 @@ class NativeEngine:
         self.scheduler.finish(seq)
         self._seqs.pop(seq.request_id, None)
         return Delta(seq.request_id, (), reason, error)
-
 
 
 @dataclass(eq=False)
