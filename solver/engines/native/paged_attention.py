@@ -17,7 +17,9 @@ what follows, and all splits merge the same way. Without it every row reads its 
 Guaranteed: the same function as `attention.decode_attention` up to bf16/f32 rounding, for
 caches in the query's dtype or FP8 (converted to the query's dtype as they are loaded), with or
 without the shared-prefix split (rows no longer than `shared_len`, padded graph rows, get
-meaningless output). Not measured yet: the shared-prefix kernel's speed on a GPU.
+meaningless output). Measured on an H100 (Qwen2.5-14B shape, 16 samples): with the shared-prefix
+split the engine gave 11% more tokens/s with a 7,000-token prompt and 3.5% fewer with a
+1,000-token one.
 """
 
 from __future__ import annotations
