@@ -1,9 +1,10 @@
 """The paged prefill kernel (`paged_prefill.py`) in Triton's CPU interpreter, float32: against the
 gather attention for a batch of a whole prompt longer than one query tile, a continuation (a few
 queries after a long context), a sequence sharing another's first blocks, with grouped-query
-heads; and the whole engine with it (and the decode kernel and the RoPE + KV-store kernel, as on
-the GPU) against transformers' generate, across a tool-call continuation. On the GPU:
-`bench/engine.py --triton-prefill`.
+heads; and the whole engine with it, the decode kernel leaving its parts to `attention_output`
+and the RoPE + KV-store row kernel (as on the GPU), against transformers' generate for Qwen2
+(whose qkv has a bias) and Llama, batched, with shared prefixes, across a tool-call
+continuation; the same with the gather prefill. On the GPU: `bench/engine.py --triton-prefill`.
 
 Run: pytest tests/solver/engines/native/test_paged_prefill.py -q
 """
@@ -41,7 +42,7 @@ print(json.dumps({"error": ((got - ref).abs().max() / ref.abs().max()).item(), "
 """
 
 _ENGINE_CHECK = """
-import dataclasses, json
+import dataclasses, itertools, json
 from solver.engines.base import Request, SamplingParams
 from solver.engines.native import EngineConfig, NativeEngine, row_kernels
 from solver.engines.native.ops import EAGER
@@ -49,21 +50,24 @@ from solver.engines.native.paged_attention import paged_decode_splits
 from solver.engines.native.paged_prefill import paged_prefill_attention
 from tests.solver.engines.engine_testing import GREEDY, PROMPTS, Collector, first_new_position, reference, stop_then_extend, tiny_model
 same = {}
-for architecture in ("qwen2", "llama"):
+for architecture, prefill in itertools.product(("qwen2", "llama"), ("gather", "kernel")):
     model = tiny_model(architecture)
     engine = NativeEngine(model, config=EngineConfig(block_size=4))
     native = engine.runner.model
-    native.prefill_attn, native.decode_attn = paged_prefill_attention, paged_decode_splits
+    if prefill == "kernel":
+        native.prefill_attn = paged_prefill_attention
+    native.decode_attn = paged_decode_splits
     native.ops = dataclasses.replace(EAGER, rope_store=row_kernels.rope_store)
     run = Collector(engine)
     for i in range(3):  # three samples of one prompt: each prefills what follows the shared blocks
         engine.add(Request(f"s{i}", PROMPTS["long"], SamplingParams(max_tokens=10, temperature=0.0)))
     engine.add(Request("m", PROMPTS["medium"], SamplingParams(max_tokens=10, temperature=0.0)))
     run.run()
-    same[architecture] = [run.tokens[f"s{i}"] == reference(model, PROMPTS["long"], 10) for i in range(3)]
-    same[architecture].append(run.tokens["m"] == reference(model, PROMPTS["medium"], 10))
+    key = f"{architecture}/{prefill}"
+    same[key] = [run.tokens[f"s{i}"] == reference(model, PROMPTS["long"], 10) for i in range(3)]
+    same[key].append(run.tokens["m"] == reference(model, PROMPTS["medium"], 10))
     stop_then_extend(engine, model, first_new_position(reference(model, PROMPTS["medium"], 12)), 12, GREEDY)  # asserts inside
-    same[architecture].append(engine.num_used_blocks() == 0)
+    same[key].append(engine.num_used_blocks() == 0)
 print(json.dumps(same))
 """
 
@@ -76,8 +80,10 @@ def test_paged_prefill_kernel_equals_the_gather_attention_in_the_triton_interpre
 
 
 @pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
-def test_engine_with_the_prefill_kernel_equals_generate_in_the_triton_interpreter():
-    assert run_in_interpreter(_ENGINE_CHECK) == {"qwen2": [True] * 5, "llama": [True] * 5}
+def test_engine_with_the_kernels_equals_generate_in_the_triton_interpreter():
+    # The RoPE + KV-store kernel with the gather prefill too (the engine's default prefill).
+    expected = {f"{a}/{p}": [True] * 5 for a in ("qwen2", "llama") for p in ("gather", "kernel")}
+    assert run_in_interpreter(_ENGINE_CHECK) == expected
 
 
 def test_unknown_prefill_backend_is_refused():

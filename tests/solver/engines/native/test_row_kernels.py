@@ -5,7 +5,8 @@ rows and scales (stored unrounded as float32), in both variants, for rows that f
 several, and a chunk count that is not a power of two; add + RMSNorm + quantisation gives the
 eager sum, rows and scales, with and without a residual; the attention merge + quantisation
 gives the eager merge's rows and scales (a head count that is not a power of two, empty
-parts). On the GPU (bf16, FP8, timing):
+parts); the choice at build takes the faster form and refuses a wrong one. The whole engine
+with the RoPE + KV-store kernel: `test_paged_prefill.py`. On the GPU (bf16, FP8, timing):
 `bench/engine.py --row-kernels`.
 
 Run: pytest tests/solver/engines/native/test_row_kernels.py -q
@@ -71,29 +72,6 @@ print(json.dumps(errors))
 """
 
 
-_ENGINE_CHECK = """
-import dataclasses, json
-from solver.engines.base import Request, SamplingParams
-from solver.engines.native import EngineConfig, NativeEngine
-from solver.engines.native import row_kernels
-from solver.engines.native.ops import EAGER
-from solver.engines.native.paged_attention import paged_decode_splits
-from tests.solver.engines.engine_testing import PROMPTS, Collector, reference, tiny_model
-same = {}
-for architecture in ("qwen2", "llama"):  # Qwen2's qkv has a bias, Llama's none
-    model = tiny_model(architecture)
-    engine = NativeEngine(model, config=EngineConfig(block_size=4))
-    engine.runner.model.ops = dataclasses.replace(EAGER, rope_store=row_kernels.rope_store)
-    engine.runner.model.decode_attn = paged_decode_splits  # as on the GPU: parts, merged by attention_output
-    run = Collector(engine)
-    engine.add(Request("a", PROMPTS["long"], SamplingParams(max_tokens=12, temperature=0.0)))
-    engine.add(Request("b", PROMPTS["medium"], SamplingParams(max_tokens=12, temperature=0.0)))
-    run.run()
-    same[architecture] = [run.tokens["a"] == reference(model, PROMPTS["long"], 12), run.tokens["b"] == reference(model, PROMPTS["medium"], 12)]
-print(json.dumps(same))
-"""
-
-
 _CHOICE_CHECK = """
 import json, torch
 from solver.engines.native import row_kernels
@@ -121,14 +99,6 @@ def test_row_kernel_choice_takes_the_faster_form_and_refuses_a_wrong_one_in_the_
     result = run_in_interpreter(_CHOICE_CHECK)
     assert result["False"] == ["kernel", [], ["rope_store"]]
     assert result["True"] == ["compiled", ["kernel"], ["rope_store"]]
-
-
-@pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
-def test_engine_with_the_rope_store_kernel_equals_generate_in_the_triton_interpreter():
-    # The whole engine on the CPU (prefill, batched decode, paged cache) with the kernel writing
-    # the cache and the paged decode kernel leaving its parts to the merge in
-    # `ops.attention_output`, as on the GPU: greedy tokens equal transformers' generate.
-    assert run_in_interpreter(_ENGINE_CHECK) == {"qwen2": [True, True], "llama": [True, True]}
 
 
 @pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
