@@ -28,6 +28,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -156,20 +157,22 @@ def check_engines(with_fp8_kv: bool = True) -> dict[str, float]:
             refs.append(model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False)[0, len(p) :].tolist())
             with kv_rounded_to_fp8(model):  # transformers with its K/V rounded to FP8 as they enter its cache
                 refs_kv8.append(model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=40, do_sample=False)[0, len(p) :].tolist())
+        small = dict(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512)
+        plain = EngineConfig(**small, row_kernels=False, prefill_attention_backend="torch", programmatic_launch=False)
         for variant, config, expected in (
             ("torch", EngineConfig(attention_backend="torch", cuda_graph_batch_sizes=(), max_model_len=512), refs),
-            ("triton+graphs", EngineConfig(attention_backend="triton", cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512), refs),
-            ("triton+graphs+row kernels", EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, row_kernels=True), refs),
-            ("triton+graphs+triton prefill", EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, prefill_attention_backend="triton"), refs),
-            ("triton+graphs+fp8 KV", EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, kv_cache_dtype="fp8"), refs_kv8),
-            ("triton+graphs+fp8 KV+row kernels", EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, kv_cache_dtype="fp8",
-                                                              row_kernels=True), refs_kv8),
+            ("triton+graphs, compiled ops, gather prefill, plain launch", dataclasses.replace(plain, attention_backend="triton"), refs),
+            ("triton+graphs, defaults (row kernels, prefill kernel, programmatic launch)", EngineConfig(**small), refs),
+            ("triton+graphs, defaults, programmatic launch off", EngineConfig(**small, programmatic_launch=False), refs),
+            ("triton+graphs+fp8 KV, plain", dataclasses.replace(plain, kv_cache_dtype="fp8"), refs_kv8),
+            ("triton+graphs+fp8 KV, defaults", EngineConfig(**small, kv_cache_dtype="fp8"), refs_kv8),
         )[: 6 if with_fp8_kv else 4]:
             engine = NativeEngine(model, config=config)
-            if config.row_kernels:  # the kernels are checked whatever the timing chose
+            if config.row_kernels and engine.attention_backend == "triton":  # the kernels are checked whatever the timing chose
                 from solver.engines.native.row_kernels import rope_store
 
-                engine.runner.model.ops = dataclasses.replace(engine.runner.model.ops, rope_store=rope_store)
+                kernel = partial(rope_store, pdl=config.programmatic_launch)
+                engine.runner.model.ops = dataclasses.replace(engine.runner.model.ops, rope_store=kernel)
                 engine.runner.enable_graphs(config.cuda_graph_batch_sizes)
             got = generate(engine, prompts, 40)
             same = sum(a == b for g, r in zip(got, expected) for a, b in zip(g, r)) / sum(len(r) for r in expected)
@@ -193,8 +196,8 @@ def check_engines(with_fp8_kv: bool = True) -> dict[str, float]:
                 engine = NativeEngine(model, config=EngineConfig(max_model_len=512, cuda_graph_batch_sizes=(1, 2, 4, 8), overlap_decode=overlap))
                 runs.append(run_with_tool_calls(engine))
                 engine.close()
-            if candidates == 1024:  # the paged prefill kernel on the same tool-call workload
-                engine = NativeEngine(model, config=EngineConfig(max_model_len=512, cuda_graph_batch_sizes=(1, 2, 4, 8), prefill_attention_backend="triton"))
+            if candidates == 1024:  # the gather prefill on the same tool-call workload
+                engine = NativeEngine(model, config=EngineConfig(max_model_len=512, cuda_graph_batch_sizes=(1, 2, 4, 8), prefill_attention_backend="torch"))
                 same = run_with_tool_calls(engine) == runs[0]
                 engine.close()
                 results[f"{name}/triton_prefill_equals_torch_prefill"] = float(same)
@@ -365,8 +368,9 @@ def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str
     assert engine.num_used_blocks() == 0, "blocks left after the workload"
     step_ms = 1e3 * decode_s / max(decode_steps, 1)
     floor_ms = 1e3 * decode_bytes / max(decode_steps, 1) / bw
-    name = "native" + ("+shared-prefix" if engine.config.shared_prefix_attention else "") + ("+row-kernels" if engine.config.row_kernels else "")
-    name += "+triton-prefill" if engine.config.prefill_attention_backend == "triton" else ""
+    config = engine.config  # the name says where it differs from the defaults
+    name = "native" + ("+shared-prefix" if config.shared_prefix_attention else "") + ("" if config.row_kernels else "-row-kernels")
+    name += ("" if config.prefill_attention_backend == "triton" else "+gather-prefill") + ("" if config.programmatic_launch else "-pdl")
     return Row(name, precision, num_samples, label or f"{prompt_len}+{max(lengths)}", total, tokens / total,
                tokens / total / num_samples, decode_bytes / max(decode_steps, 1) / 1e9, floor_ms, step_ms,
                100 * floor_ms / step_ms, engine.stats.extra.get("sampling_fallback_rows", 0) - fallback_before,
@@ -526,8 +530,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-fp8-kv", action="store_true", help="skip the FP8 weights + FP8 KV cache rows")
     parser.add_argument("--no-baseline", action="store_true", help="skip transformers' continuous batching")
     parser.add_argument("--shared-prefix-attention", action="store_true", help="native rows read the shared prompt's KV once per step")
-    parser.add_argument("--triton-prefill", action="store_true", help="native engines use the paged prefill kernel")
-    parser.add_argument("--row-kernels", action="store_true", help="native engines time and use the hand-written row kernels where faster")
+    parser.add_argument("--gather-prefill", action="store_true", help="native engines gather each sequence for prefill (not the kernel)")
+    parser.add_argument("--no-row-kernels", action="store_true", help="native engines use only the compiled ops")
+    parser.add_argument("--no-programmatic-launch", action="store_true", help="native engines launch their kernels plainly")
     parser.add_argument("--fp8-kv-only", action="store_true", help="of the FP8 rows, only FP8 weights + FP8 KV cache")
     parser.add_argument("--no-checks", action="store_true", help="skip the GPU correctness checks (they ran in an earlier call)")
     parser.add_argument("--profile", action="store_true", help="only profile one decode step per precision at 16 samples")
@@ -602,8 +607,9 @@ def main() -> None:
         t0 = time.perf_counter()
         kv = "fp8" if precision == "fp8+kv8" else "auto"  # fp8+kv8: FP8 weights and an FP8 KV cache
         config = EngineConfig(max_num_seqs=max(args.samples), max_model_len=max_len, kv_cache_dtype=kv,
-                              shared_prefix_attention=args.shared_prefix_attention, row_kernels=args.row_kernels,
-                              prefill_attention_backend="triton" if args.triton_prefill else "torch")  # fmt: skip
+                              shared_prefix_attention=args.shared_prefix_attention, row_kernels=not args.no_row_kernels,
+                              prefill_attention_backend="torch" if args.gather_prefill else "triton",
+                              programmatic_launch=not args.no_programmatic_launch)  # fmt: skip
         engine = NativeEngine(native, config=config)
         log(f"{precision} engine: {engine.block_manager.num_blocks} blocks, attention {engine.attention_backend}, built in {time.perf_counter() - t0:.1f} s")
         if engine.row_kernel_choice:

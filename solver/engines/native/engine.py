@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -108,12 +109,17 @@ class NativeEngine:
             blocks = min(blocks, 1 + CPU_KV_CACHE_BYTES // (config.block_size * shape.kv_bytes_per_token(kv_element_size)))
         lookahead = self.proposer.num_draft_tokens if self.proposer else 0
         self.runner = ModelRunner(native, config, self.max_model_len, blocks, with_hidden=self.proposer is not None)
-        self.attention_backend = _choose_attention(config, native, self.device)
+        pdl = config.programmatic_launch and _programmatic_launch_supported(self.device)
+        self.attention_backend = _choose_attention(config, native, self.device, pdl)
+        if pdl:  # the FP8 linears, quantised here or before
+            from .fp8 import launch_programmatically
+
+            launch_programmatically(native)
         self.row_kernel_choice = {}
         if config.row_kernels and self.attention_backend == "triton":  # before the graphs capture the ops
             from .row_kernels import choose_row_kernels
 
-            self.row_kernel_choice = choose_row_kernels(native, self.runner.kv_cache[0], batch_size=timing_rows)
+            self.row_kernel_choice = choose_row_kernels(native, self.runner.kv_cache[0], batch_size=timing_rows, pdl=pdl)
         if self.device.type == "cuda" and config.cuda_graph_batch_sizes:
             max_rows = config.max_num_seqs * (1 + lookahead)
             self.runner.enable_graphs(tuple(b for b in config.cuda_graph_batch_sizes if b <= max_rows))
@@ -477,7 +483,15 @@ class _Queued:
     void: set[Sequence] = field(default_factory=set)  # rows whose result is discarded
 
 
-def _choose_attention(config: EngineConfig, model, device: torch.device) -> str:
+def _programmatic_launch_supported(device: torch.device) -> bool:
+    if device.type != "cuda":
+        return False
+    from .launch import supported
+
+    return supported(device)
+
+
+def _choose_attention(config: EngineConfig, model, device: torch.device, pdl: bool) -> str:
     """Install the decode attention: the Triton paged kernel on CUDA (unless "torch"), else the
     gather-based one; with it, the paged prefill kernel where `prefill_attention_backend` asks."""
     if device.type != "cuda" or config.attention_backend == "torch":
@@ -490,10 +504,10 @@ def _choose_attention(config: EngineConfig, model, device: torch.device) -> str:
         return "torch"
     from .ops import fused
 
-    model.decode_attn = paged_decode_splits
+    model.decode_attn = partial(paged_decode_splits, pdl=pdl)
     model.ops = fused()
     if config.prefill_attention_backend == "triton":
         from .paged_prefill import paged_prefill_attention
 
-        model.prefill_attn = paged_prefill_attention
+        model.prefill_attn = partial(paged_prefill_attention, pdl=pdl)
     return "triton"

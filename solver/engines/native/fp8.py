@@ -48,6 +48,7 @@ MODES = (*CUBLAS_MODES, fp8_gemm.CANDIDATES[0].name)  # one of each form (the te
 
 class FP8Linear(nn.Module):
     fp8 = True
+    pdl = False  # our kernel launched programmatically (`launch`); the engine sets it
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, mode: str = "rowwise", skinny_rows: int = fp8_gemm.MAX_ROWS) -> None:
         super().__init__()
@@ -68,7 +69,7 @@ class FP8Linear(nn.Module):
             y = torch._scaled_mm(xq, self.weight.t(), scale_a=x_scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16)
             return Out(y, bias=self.bias)
         if self.skinny is not None and xq.is_cuda and xq.shape[0] <= self.skinny_rows:
-            y = fp8_gemm.skinny_mm(xq, self.weight, self.skinny)
+            y = fp8_gemm.skinny_mm(xq, self.weight, self.skinny, self.pdl)
         else:
             y = torch._scaled_mm(xq, self.weight.t(), scale_a=self.one, scale_b=self.one, out_dtype=torch.float32)
         return Out(y, x_scale, self.weight_scale, self.bias)
@@ -189,3 +190,10 @@ def quantize_drafter_head_where_faster(drafter: nn.Module, batch_size: int) -> d
         convert_drafter_head(drafter, choice["chosen"], skinny_rows=_rows_served(batch_size))
     torch.cuda.empty_cache()
     return choice
+
+
+def launch_programmatically(model: nn.Module) -> None:
+    """Launch the FP8 linears' own kernel (`fp8_gemm`) programmatically (`launch`)."""
+    for module in model.modules():
+        if isinstance(module, FP8Linear):
+            module.pdl = True

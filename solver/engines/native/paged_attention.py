@@ -24,11 +24,14 @@ split the engine gave 11% more tokens/s with a 7,000-token prompt and 3.5% fewer
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
 from .attention import DecodeMeta, Splits
+from .launch import wait_for_previous
 from .ops import merge_splits
 
 
@@ -80,10 +83,14 @@ def _decode_kernel(
     scale, table_stride,
     NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
-    TOTAL_SPLITS: tl.constexpr, SPLIT_BASE: tl.constexpr, HAS_SHARED: tl.constexpr,
+    TOTAL_SPLITS: tl.constexpr, SPLIT_BASE: tl.constexpr, HAS_SHARED: tl.constexpr, IN_FP16: tl.constexpr = False,
+    PDL: tl.constexpr = False,
 ):  # fmt: skip
     """One row's query heads of one KV head over its share of the row's own context: positions
-    [shared, length) where `shared` leading positions are left to `_shared_prefix_kernel`."""
+    [shared, length) where `shared` leading positions are left to `_shared_prefix_kernel`. With
+    IN_FP16 (an FP8 cache) the products run in float16: FP8 converts to it in one instruction and
+    exactly, and the query keeps more bits than in bf16 (clamped to float16's range)."""
+    wait_for_previous(PDL)
     row = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
@@ -99,6 +106,8 @@ def _decode_kernel(
     d = tl.arange(0, HEAD_DIM)
     heads = kv_head * GROUP + g
     q = tl.load(q_ptr + (row * NUM_HEADS + heads)[:, None] * HEAD_DIM + d[None, :], mask=(g < GROUP)[:, None], other=0.0)
+    if IN_FP16:
+        q = tl.minimum(tl.maximum(q.to(tl.float32), -65504.0), 65504.0).to(tl.float16)
     acc, m, l = _attend(q, k_ptr, v_ptr, tables_ptr + row * table_stride, start, end, kv_head, scale,
                         NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE, BLOCK_N)  # fmt: skip
     _store_split(out_ptr, lse_ptr, acc, m, l, (row * NUM_HEADS + heads) * TOTAL_SPLITS + SPLIT_BASE + split, g < GROUP, HEAD_DIM)
@@ -111,9 +120,11 @@ def _shared_prefix_kernel(
     NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_Q: tl.constexpr,
     NUM_SPLITS: tl.constexpr, TOTAL_SPLITS: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):  # fmt: skip
     """Every row's query heads of one KV head (BLOCK_Q of them per program) over the positions
     [0, shared) that all rows' block tables share, read once for all rows (row 0's table)."""
+    wait_for_previous(PDL)
     kv_head = tl.program_id(0)
     tile = tl.program_id(1)
     split = tl.program_id(2)
@@ -132,11 +143,27 @@ def _shared_prefix_kernel(
     _store_split(out_ptr, lse_ptr, acc, m, l, (row * NUM_HEADS + head) * TOTAL_SPLITS + split, valid, HEAD_DIM)
 
 
-def num_splits_for(rows: int, num_kv_heads: int, device: torch.device) -> int:
-    """Enough programs to fill the GPU about twice over, at most 16 splits (on the CPU, in Triton's
-    interpreter, as if there were 8 multiprocessors, so that tests cross split boundaries)."""
+def num_splits_for(rows: int, num_kv_heads: int, device: torch.device, programs_per_sm: int = 2) -> int:
+    """Enough programs to fill the GPU `programs_per_sm` times over, at most 16 splits (on the
+    CPU, in Triton's interpreter, as if there were 8 multiprocessors, so that tests cross split
+    boundaries)."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
-    return max(1, min(16, -(-2 * sms // (rows * num_kv_heads))))
+    return max(1, min(16, -(-programs_per_sm * sms // (rows * num_kv_heads))))
+
+
+@dataclass(frozen=True)
+class DecodeKernel:
+    """Settings of the per-row decode kernel: positions per loop step, warps, pipeline stages,
+    programs per multiprocessor (sets the splits), and float16 products for an FP8 cache.
+    Defaults from `bench/paged_attention.py` on an H100 (14B shape, 16 rows of 1,000 shared + 512
+    own positions, us per layer): bf16 cache 25.5 with 2 programs per multiprocessor, 21.4 with
+    4 (other block, warp and stage settings 23.0-31.6); FP8 cache 29.9 in bf16, 24.3 in float16."""
+
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 2
+    programs_per_sm: int = 4
+    fp8_in_fp16: bool = True
 
 
 BLOCK_Q = 64  # query vectors per program of the shared-prefix kernel
@@ -147,15 +174,16 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     return merge_splits(*paged_decode_splits(q, k_cache, v_cache, meta, scale), q.dtype)
 
 
-def paged_decode_splits(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: DecodeMeta, scale: float) -> Splits:
+def paged_decode_splits(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: DecodeMeta, scale: float,
+                        pdl: bool = False, kernel: DecodeKernel = DecodeKernel()) -> Splits:  # fmt: skip
     """q [rows, heads, head_dim] -> the attention in parts, for the consuming op to merge. With
     `meta.shared_len`, the positions every row shares are read once for all rows, the rest per
-    row."""
+    row. `pdl`: launched programmatically (`launch`); `kernel`: the per-row kernel's settings."""
     rows, heads, head_dim = q.shape
     _, block_size, kv_heads, _ = k_cache.shape
     group = heads // kv_heads
     q = q.contiguous()
-    own_splits = num_splits_for(rows, kv_heads, q.device)
+    own_splits = num_splits_for(rows, kv_heads, q.device, kernel.programs_per_sm)
     tiles = -(-rows * group // BLOCK_Q)
     shared_splits = num_splits_for(tiles, kv_heads, q.device) if meta.shared_len is not None else 0
     total = shared_splits + own_splits
@@ -166,15 +194,16 @@ def paged_decode_splits(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
         _shared_prefix_kernel[(kv_heads, tiles, shared_splits)](
             q, k_cache, v_cache, meta.block_tables, shared, partial, lse, scale, rows,
             NUM_HEADS=heads, NUM_KV_HEADS=kv_heads, GROUP=group, HEAD_DIM=head_dim, BLOCK_SIZE=block_size,
-            BLOCK_N=64, BLOCK_Q=BLOCK_Q, NUM_SPLITS=shared_splits, TOTAL_SPLITS=total,
-            num_warps=4, num_stages=2,
+            BLOCK_N=64, BLOCK_Q=BLOCK_Q, NUM_SPLITS=shared_splits, TOTAL_SPLITS=total, PDL=pdl,
+            num_warps=4, num_stages=2, launch_pdl=pdl,
         )  # fmt: skip
     _decode_kernel[(rows, kv_heads, own_splits)](
         q, k_cache, v_cache, meta.block_tables, meta.context_lens, shared, partial, lse,
         scale, meta.block_tables.stride(0),
         NUM_HEADS=heads, NUM_KV_HEADS=kv_heads, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)),
-        HEAD_DIM=head_dim, BLOCK_SIZE=block_size, BLOCK_N=64, NUM_SPLITS=own_splits,
+        HEAD_DIM=head_dim, BLOCK_SIZE=block_size, BLOCK_N=kernel.block_n, NUM_SPLITS=own_splits,
         TOTAL_SPLITS=total, SPLIT_BASE=shared_splits, HAS_SHARED=shared_splits > 0,
-        num_warps=4, num_stages=2,
+        IN_FP16=kernel.fp8_in_fp16 and k_cache.dtype == torch.float8_e4m3fn and q.is_cuda, PDL=pdl,
+        num_warps=kernel.num_warps, num_stages=kernel.num_stages, launch_pdl=pdl,
     )  # fmt: skip
     return Splits(partial, lse)

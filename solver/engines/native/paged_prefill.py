@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from .attention import PrefillMeta
+from .launch import wait_for_previous
 from .paged_attention import _attend
 
 BLOCK_M = 64  # queries per program
@@ -37,8 +38,10 @@ def _prefill_kernel(
     q_ptr, k_ptr, v_ptr, out_ptr, tables_ptr, info_ptr, tiles_ptr, scale, table_stride,
     NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):  # fmt: skip
     """Queries [m0, m0 + BLOCK_M) of one sequence's chunk, one query head."""
+    wait_for_previous(PDL)
     tile = tl.program_id(0)
     head = tl.program_id(1)
     seq = tl.load(tiles_ptr + 2 * tile)
@@ -71,7 +74,8 @@ def _kernel_inputs(meta: PrefillMeta, device: torch.device) -> tuple[torch.Tenso
     return meta.kernel_inputs
 
 
-def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: PrefillMeta, scale: float) -> torch.Tensor:
+def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: PrefillMeta, scale: float,
+                            pdl: bool = False) -> torch.Tensor:  # fmt: skip
     """q [tokens, heads, head_dim] -> [tokens, heads, head_dim], causal within each sequence."""
     tokens, heads, head_dim = q.shape
     _, block_size, kv_heads, _ = k_cache.shape
@@ -81,6 +85,6 @@ def paged_prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: tor
     _prefill_kernel[(tiles.shape[0], heads)](
         q, k_cache, v_cache, out, tables, info, tiles, scale, tables.stride(0),
         NUM_HEADS=heads, NUM_KV_HEADS=kv_heads, HEAD_DIM=head_dim, BLOCK_SIZE=block_size,
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, num_warps=4, num_stages=2,
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, PDL=pdl, num_warps=4, num_stages=2, launch_pdl=pdl,
     )  # fmt: skip
     return out

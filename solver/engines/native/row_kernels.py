@@ -34,6 +34,7 @@ import triton
 import triton.language as tl
 
 from .attention import Splits
+from .launch import wait_for_previous
 from .layers import Out
 from .model import CausalLM
 from .ops import FP8
@@ -45,9 +46,11 @@ def _rope_store_kernel(
     raw_ptr, row_scale_ptr, col_scale_ptr, bias_ptr, cos_ptr, sin_ptr, q_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
     NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
     HAS_SCALES: tl.constexpr, HAS_BIAS: tl.constexpr, CLAMP: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):  # fmt: skip
     """One (token, head) of the qkv product [tokens, (heads + 2 kv_heads) * head_dim]: a query
     head is roped into q, a key head roped into the cache, a value head copied into the cache."""
+    wait_for_previous(PDL)
     token = tl.program_id(0).to(tl.int64)
     head = tl.program_id(1)
     HALF: tl.constexpr = HEAD_DIM // 2
@@ -89,7 +92,7 @@ def _rope_store_kernel(
 
 
 def rope_store(qkv: Out, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int,
-               k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> torch.Tensor:  # fmt: skip
+               k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor, pdl: bool = False) -> torch.Tensor:  # fmt: skip
     """`ops.rope_store` as one kernel: returns q [tokens, heads, head_dim] in cos's dtype."""
     raw = qkv.raw.contiguous()
     tokens = raw.shape[0]
@@ -99,7 +102,7 @@ def rope_store(qkv: Out, cos: torch.Tensor, sin: torch.Tensor, num_heads: int, n
         raw, qkv.row_scale if scales else raw, qkv.col_scale if scales else raw, qkv.bias if qkv.bias is not None else raw,
         cos.contiguous(), sin.contiguous(), q, k_cache, v_cache, slot_mapping,
         NUM_HEADS=num_heads, NUM_KV_HEADS=num_kv_heads, HEAD_DIM=head_dim, HAS_SCALES=scales,
-        HAS_BIAS=qkv.bias is not None, CLAMP=k_cache.dtype == FP8, num_warps=1,
+        HAS_BIAS=qkv.bias is not None, CLAMP=k_cache.dtype == FP8, PDL=pdl, num_warps=1, launch_pdl=pdl,
     )  # fmt: skip
     return q
 
@@ -118,7 +121,9 @@ def _silu_chunk(raw_ptr, row_scale_ptr, col_scale_ptr, width, cols, HAS_SCALES: 
 
 
 @triton.jit
-def _silu_row_kernel(raw_ptr, row_scale_ptr, col_scale_ptr, out_ptr, scale_ptr, width, BLOCK: tl.constexpr, HAS_SCALES: tl.constexpr):
+def _silu_row_kernel(raw_ptr, row_scale_ptr, col_scale_ptr, out_ptr, scale_ptr, width, BLOCK: tl.constexpr, HAS_SCALES: tl.constexpr,
+                     PDL: tl.constexpr = False):  # fmt: skip
+    wait_for_previous(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     h = _silu_chunk(raw_ptr + row * 2 * width, row_scale_ptr + row, col_scale_ptr, width, cols, HAS_SCALES)
@@ -129,7 +134,8 @@ def _silu_row_kernel(raw_ptr, row_scale_ptr, col_scale_ptr, out_ptr, scale_ptr, 
 
 @triton.jit
 def _silu_chunk_kernel(raw_ptr, row_scale_ptr, col_scale_ptr, h_ptr, chunk_max_ptr, width, CHUNKS: tl.constexpr, BLOCK: tl.constexpr,
-                       HAS_SCALES: tl.constexpr):  # fmt: skip
+                       HAS_SCALES: tl.constexpr, PDL: tl.constexpr = False):  # fmt: skip
+    wait_for_previous(PDL)
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     cols = chunk * BLOCK + tl.arange(0, BLOCK)
@@ -139,7 +145,9 @@ def _silu_chunk_kernel(raw_ptr, row_scale_ptr, col_scale_ptr, h_ptr, chunk_max_p
 
 
 @triton.jit
-def _quantize_chunk_kernel(h_ptr, chunk_max_ptr, out_ptr, scale_ptr, width, chunks, CHUNKS: tl.constexpr, BLOCK: tl.constexpr):
+def _quantize_chunk_kernel(h_ptr, chunk_max_ptr, out_ptr, scale_ptr, width, chunks, CHUNKS: tl.constexpr, BLOCK: tl.constexpr,
+                           PDL: tl.constexpr = False):  # fmt: skip
+    wait_for_previous(PDL)
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1)
     c = tl.arange(0, CHUNKS)
@@ -153,9 +161,11 @@ def _quantize_chunk_kernel(h_ptr, chunk_max_ptr, out_ptr, scale_ptr, width, chun
 
 @triton.jit
 def _add_norm_row_kernel(raw_ptr, row_scale_ptr, col_scale_ptr, residual_ptr, weight_ptr, sum_ptr, out_ptr, scale_ptr, width, eps,
-                         BLOCK: tl.constexpr, HAS_SCALES: tl.constexpr, HAS_RESIDUAL: tl.constexpr):  # fmt: skip
+                         BLOCK: tl.constexpr, HAS_SCALES: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+                         PDL: tl.constexpr = False):  # fmt: skip
     """One row: x (a linear's product with its scales) + residual, stored in the residual's
     dtype; its RMSNorm times the weight, quantised to FP8 with the row's own scale."""
+    wait_for_previous(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     valid = cols < width
@@ -175,7 +185,7 @@ def _add_norm_row_kernel(raw_ptr, row_scale_ptr, col_scale_ptr, residual_ptr, we
 
 
 def add_norm_quantize(x: Out, residual: torch.Tensor | None, weight: torch.Tensor, eps: float, out_dtype: torch.dtype = FP8,
-                      num_warps: int = 8):  # fmt: skip
+                      num_warps: int = 8, pdl: bool = False):  # fmt: skip
     """`ops.add_norm` with `fp8=True` as one kernel: ((rows in `out_dtype` [rows, width], scales
     [rows, 1]), x + residual in the weight's dtype). No bias (none after o_proj or down in
     Llama/Qwen2); `out_dtype` float32 as in `silu_mul_quantize`."""
@@ -189,16 +199,18 @@ def add_norm_quantize(x: Out, residual: torch.Tensor | None, weight: torch.Tenso
     _add_norm_row_kernel[(rows,)](
         raw, x.row_scale if scales else raw, x.col_scale if scales else raw, residual if residual is not None else raw, weight,
         summed, out, scale, width, eps, BLOCK=triton.next_power_of_2(width), HAS_SCALES=scales,
-        HAS_RESIDUAL=residual is not None, num_warps=num_warps,
+        HAS_RESIDUAL=residual is not None, PDL=pdl, num_warps=num_warps, launch_pdl=pdl,
     )  # fmt: skip
     return (out, scale), summed
 
 
 @triton.jit
 def _merge_row_kernel(partial_ptr, lse_ptr, out_ptr, scale_ptr, splits, NUM_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr,
-                      HEAD_DIM: tl.constexpr, ROUND_TO: tl.constexpr):  # fmt: skip
+                      HEAD_DIM: tl.constexpr, ROUND_TO: tl.constexpr,
+                      PDL: tl.constexpr = False):  # fmt: skip
     """One row's attention parts merged by their log-sum-exp (as `ops.merge_splits`), rounded to
     the model's dtype, and quantised to FP8 with the row's own scale."""
+    wait_for_previous(PDL)
     row = tl.program_id(0).to(tl.int64)
     h = tl.arange(0, HEADS_PAD)
     d = tl.arange(0, HEAD_DIM)
@@ -225,7 +237,8 @@ def _merge_row_kernel(partial_ptr, lse_ptr, out_ptr, scale_ptr, splits, NUM_HEAD
 _TRITON_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
 
 
-def merge_quantize(o: Splits, dtype: torch.dtype, out_dtype: torch.dtype = FP8, num_warps: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+def merge_quantize(o: Splits, dtype: torch.dtype, out_dtype: torch.dtype = FP8, num_warps: int = 8,
+                   pdl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """`ops.attention_output` with `fp8=True` as one kernel: the parts merged (in `dtype`) and
     quantised per row: (rows [rows, heads * head_dim] in `out_dtype`, scales [rows, 1])."""
     partial, lse = o.partial.contiguous(), o.lse.contiguous()
@@ -233,7 +246,7 @@ def merge_quantize(o: Splits, dtype: torch.dtype, out_dtype: torch.dtype = FP8, 
     out = torch.empty(rows, heads * head_dim, dtype=out_dtype, device=partial.device)
     scale = torch.empty(rows, 1, dtype=torch.float32, device=partial.device)
     _merge_row_kernel[(rows,)](partial, lse, out, scale, splits, NUM_HEADS=heads, HEADS_PAD=triton.next_power_of_2(heads),
-                               HEAD_DIM=head_dim, ROUND_TO=_TRITON_DTYPES[dtype], num_warps=num_warps)  # fmt: skip
+                               HEAD_DIM=head_dim, ROUND_TO=_TRITON_DTYPES[dtype], PDL=pdl, num_warps=num_warps, launch_pdl=pdl)  # fmt: skip
     return out, scale
 
 
@@ -242,7 +255,7 @@ CHUNK = 2048  # columns per program of the chunked variant
 
 
 def silu_mul_quantize(gate_up: Out, variant: str = "chunks", out_dtype: torch.dtype = FP8, row_warps: int = ROW_WARPS,
-                      chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                      chunk: int = CHUNK, pdl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """(rows [rows, width] in `out_dtype`, scales [rows, 1]) of SiLU(gate) * up, one scale per row,
     max |row| / 448 (as `ops.quantize_rows`); `out_dtype` float32 gives the scaled rows unrounded
     (the tests' interpreter cannot store FP8). `row_warps` and `chunk` (a power of two) tune the
@@ -255,15 +268,18 @@ def silu_mul_quantize(gate_up: Out, variant: str = "chunks", out_dtype: torch.dt
     scale = torch.empty(rows, 1, dtype=torch.float32, device=raw.device)
     if variant == "row":
         block = triton.next_power_of_2(width)
-        _silu_row_kernel[(rows,)](raw, row_scale, col_scale, out, scale, width, BLOCK=block, HAS_SCALES=scales, num_warps=row_warps)
+        _silu_row_kernel[(rows,)](raw, row_scale, col_scale, out, scale, width, BLOCK=block, HAS_SCALES=scales, PDL=pdl,
+                                  num_warps=row_warps, launch_pdl=pdl)  # fmt: skip
         return out, scale
     assert variant == "chunks", variant
     chunks = triton.cdiv(width, chunk)
     padded = triton.next_power_of_2(chunks)
     h = torch.empty(rows, width, dtype=torch.float32, device=raw.device)
     chunk_max = torch.empty(rows, padded, dtype=torch.float32, device=raw.device)
-    _silu_chunk_kernel[(rows, chunks)](raw, row_scale, col_scale, h, chunk_max, width, CHUNKS=padded, BLOCK=chunk, HAS_SCALES=scales, num_warps=4)
-    _quantize_chunk_kernel[(rows, chunks)](h, chunk_max, out, scale, width, chunks, CHUNKS=padded, BLOCK=chunk, num_warps=4)
+    _silu_chunk_kernel[(rows, chunks)](raw, row_scale, col_scale, h, chunk_max, width, CHUNKS=padded, BLOCK=chunk, HAS_SCALES=scales,
+                                       PDL=pdl, num_warps=4, launch_pdl=pdl)  # fmt: skip
+    _quantize_chunk_kernel[(rows, chunks)](h, chunk_max, out, scale, width, chunks, CHUNKS=padded, BLOCK=chunk, PDL=pdl, num_warps=4,
+                                           launch_pdl=pdl)  # fmt: skip
     return out, scale
 
 
@@ -297,13 +313,15 @@ def _as_values(out) -> torch.Tensor:
     return torch.cat([_as_values(part) for part in out])
 
 
-def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], batch_size: int) -> dict[str, dict[str, float | str]]:
+def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], batch_size: int,
+                       pdl: bool = False) -> dict[str, dict[str, float | str]]:  # fmt: skip
     """Replace `model.ops.rope_store` and the FP8 `silu_mul`, `add_norm` and `attention_output` by
     this module's kernels where they time faster at `batch_size` rows, inside a CUDA graph, on the
     first layer's real products (their dtype and scales as this model makes them). A variant
     whose output differs from the compiled form's by more than FP8's rounding (5e-2 relative)
     is listed under "mismatch" and never chosen. `kv` is a layer's cache: the timing writes into
-    block 0, the engine's scratch block. Returns {op: {form: ms, "chosen": form}}."""
+    block 0, the engine's scratch block. `pdl`: the kernels are launched programmatically
+    (`launch`). Returns {op: {form: ms, "chosen": form}}."""
     layer, s, ops = model.layers[0], model.shape, model.ops
     device = model.embed.device
     x = torch.randn(batch_size, s.hidden_size, dtype=model.embed.dtype, device=device)
@@ -313,13 +331,13 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
         qkv = layer.qkv(ops.linear_input(x, layer.qkv.fp8))
         gate_up = layer.gate_up(ops.linear_input(x, layer.gate_up.fp8))
     forms = {
-        "rope_store": ({"compiled": ops.rope_store, "kernel": rope_store},
+        "rope_store": ({"compiled": ops.rope_store, "kernel": partial(rope_store, pdl=pdl)},
                        (qkv, cos, sin, s.num_heads, s.num_kv_heads, s.head_dim, kv[0], kv[1], slots)),
     }  # fmt: skip
     if layer.down.fp8:
         variants = {"compiled": ops.silu_mul}
         for v in ("row", "chunks"):
-            variants[f"kernel/{v}"] = _fp8_kernel(ops.silu_mul, lambda y, dtype, v=v: silu_mul_quantize(y, v), _unscaled_product_on_gpu)
+            variants[f"kernel/{v}"] = _fp8_kernel(ops.silu_mul, lambda y, dtype, v=v: silu_mul_quantize(y, v, pdl=pdl), _unscaled_product_on_gpu)
         forms["silu_mul"] = (variants, (gate_up, model.embed.dtype, True))
     if layer.o_proj.fp8:  # the attention's parts as the paged kernel leaves them at this batch size
         from .paged_attention import num_splits_for
@@ -329,7 +347,7 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
                        torch.randn(batch_size, s.num_heads, splits, device=device))  # fmt: skip
         variants = {"compiled": ops.attention_output}
         for w in (4, 8):
-            variants[f"kernel/w{w}"] = _fp8_kernel(ops.attention_output, partial(merge_quantize, num_warps=w), _parts_on_gpu)
+            variants[f"kernel/w{w}"] = _fp8_kernel(ops.attention_output, partial(merge_quantize, num_warps=w, pdl=pdl), _parts_on_gpu)
         forms["attention_output"] = (variants, (parts, model.embed.dtype, True))
     if layer.qkv.fp8 and layer.gate_up.fp8:  # the norms before them quantise; o_proj and down have no bias
         with torch.inference_mode():
@@ -337,7 +355,7 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
             o = layer.o_proj(ops.linear_input(attn, layer.o_proj.fp8))
         variants = {"compiled": ops.add_norm}
         for w in (4, 8, 16):
-            variants[f"kernel/w{w}"] = _fp8_kernel(ops.add_norm, partial(add_norm_quantize, num_warps=w), _unscaled_product_on_gpu)
+            variants[f"kernel/w{w}"] = _fp8_kernel(ops.add_norm, partial(add_norm_quantize, num_warps=w, pdl=pdl), _unscaled_product_on_gpu)
         forms["add_norm"] = (variants, (o, x, layer.post_attention_norm, s.rms_norm_eps, True))
     def form(fn, args):
         return lambda: _as_values(fn(*args)), lambda: graph_time_ms([lambda a, fn=fn: fn(*a)], args)

@@ -83,7 +83,7 @@ for broken in (False, True):
     kv = tuple(torch.zeros(4, 4, model.shape.num_kv_heads, model.shape.head_dim) for _ in range(2))
     kernel = row_kernels.rope_store
     if broken:  # a kernel that writes the right cache but returns a wrong q
-        row_kernels.rope_store = lambda *args: kernel(*args) * 2
+        row_kernels.rope_store = lambda *args, **kwargs: kernel(*args, **kwargs) * 2
     # a stand-in timer (CUDA graphs need a GPU): the kernel is always the faster
     row_kernels.graph_time_ms = lambda fns, args: 1.0 if fns[0].__defaults__[0] is not model.ops.rope_store else 2.0
     choice = row_kernels.choose_row_kernels(model, kv, batch_size=3)
