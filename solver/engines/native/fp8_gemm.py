@@ -24,21 +24,16 @@ import torch
 import triton
 import triton.language as tl
 
-from .launch import prefetch_l2, wait_for_previous
+from .launch import wait_for_previous
 
 
 @triton.jit
 def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, N, K,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-                   PDL: tl.constexpr = False, PREFETCH: tl.constexpr = 0):  # fmt: skip
-    """out[m, n] = sum over k of x[m, k] * w[n, k] for one tile of BLOCK_N outputs x BLOCK_M rows.
-    With PREFETCH, the first PREFETCH bytes of each of the tile's weight rows are asked into L2
-    before waiting for the kernel before (the weight does not depend on it)."""
-    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    if PREFETCH > 0:
-        lines = tl.minimum(tl.arange(0, PREFETCH // 128) * 128, K - 1)
-        prefetch_l2(w_ptr + tl.minimum(n, N - 1).to(tl.int64)[:, None] * K + lines[None, :])
+                   PDL: tl.constexpr = False):  # fmt: skip
+    """out[m, n] = sum over k of x[m, k] * w[n, k] for one tile of BLOCK_N outputs x BLOCK_M rows."""
     wait_for_previous(PDL)
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     kk = tl.arange(0, BLOCK_K)
     w_rows = w_ptr + n.to(tl.int64)[:, None] * K
@@ -57,9 +52,6 @@ def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, N, K,
     tl.store(out, acc, mask=(n < N)[:, None] & (m < M)[None, :])
 
 
-# Launched programmatically, each weight row's first 2 KB are asked into L2 while the kernel
-# before finishes: 128 KB per program, about 17 MB for one wave on an H100 (L2: 50 MB).
-PREFETCH_BYTES = 2048
 MAX_ROWS = 64  # beyond this the weight would be read once per 64 rows: cuBLAS's tiles serve better
 
 
@@ -104,6 +96,5 @@ def skinny_mm(x: torch.Tensor, w: torch.Tensor, config: SkinnyConfig = CANDIDATE
     out = torch.empty(rows, n, dtype=torch.float32, device=x.device)
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(rows, block_m))
     _skinny_kernel[grid](x, w, out, rows, n, k, BLOCK_M=block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k,
-                         EVEN_K=k % c.block_k == 0, PDL=pdl, PREFETCH=PREFETCH_BYTES if pdl else 0,
-                         num_warps=c.num_warps, num_stages=c.num_stages, launch_pdl=pdl)  # fmt: skip  # fmt: skip
+                         EVEN_K=k % c.block_k == 0, PDL=pdl, num_warps=c.num_warps, num_stages=c.num_stages, launch_pdl=pdl)  # fmt: skip
     return out
