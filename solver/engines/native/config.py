@@ -76,15 +76,16 @@ class EngineConfig:
     shared_prefix_attention: bool = False
     # Hand-written Triton kernels (`row_kernels`) for RoPE + KV store and, with FP8, the
     # quantising steps (add+norm, attention merge, SiLU*up), each kept where it agrees with the
-    # compiled ops and times faster at build. Measured on an H100 (14B shape, 16 samples), with
-    # the prefill kernel: BF16 step 12.80 -> 12.36 ms, FP8 8.17 -> 7.71 ms.
+    # compiled ops and times faster at build. Measured on H100s (14B shape, 16 samples), with the
+    # prefill kernel, against the previous defaults on another H100: BF16 step 12.80 -> 12.36 ms,
+    # FP8 8.17 -> 7.71 ms (bench/NOTES.md).
     row_kernels: bool = True
     # Prefill attention: "torch" gathers each sequence's context and runs SDPA, one sequence at a
     # time; "triton" runs one paged kernel for the whole batch (`paged_prefill`; measured on an
     # H100: the time outside decode steps of 16 samples 0.33 -> 0.08 s in BF16, 0.66 -> 0.08 s in FP8).
     prefill_attention_backend: str = "triton"
     # Our Triton kernels start while the kernel before them finishes (`launch`; CUDA compute
-    # capability 9+, elsewhere ignored).
+    # capability 9+, elsewhere ignored). Same H100: FP8 step 7.58 -> 7.34 ms, BF16 unchanged.
     programmatic_launch: bool = True
 
     def __post_init__(self) -> None:

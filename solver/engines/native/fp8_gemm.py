@@ -75,9 +75,9 @@ class SkinnyConfig:
 
 
 # What the engine times for each kind of linear: the fastest at 16 and 64 rows for the
-# Qwen2.5-14B shapes on an H100 (`bench/fp8_gemm.py`), and 32-wide tiles, not measured yet, for
-# the small outputs (o_proj's 5,120 outputs fill only 80 of 132 multiprocessors with 64-wide
-# tiles: 75-80% of the floor).
+# Qwen2.5-14B shapes on an H100 (`bench/fp8_gemm.py`), and 32-wide tiles for the small outputs
+# (o_proj's 5,120 outputs fill only 80 of 132 multiprocessors with 64-wide tiles: 75-80% of the
+# floor; in the engine on an H100 the 32-wide tiles were slower for every 14B kind).
 CANDIDATES = (
     SkinnyConfig(64, 256, 4, 6), SkinnyConfig(64, 256, 4, 4), SkinnyConfig(64, 256, 4, 3), SkinnyConfig(128, 256, 4, 4),
     SkinnyConfig(32, 256, 4, 4), SkinnyConfig(32, 512, 4, 3),

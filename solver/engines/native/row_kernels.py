@@ -19,8 +19,10 @@
 Each is computed in float32 and rounded once at the end (as the compiled ops are; the eager ops
 round after each step in the model's dtype). `choose_row_kernels` times each against the compiled
 form at the decode batch size and keeps the faster (as `fp8.quantize_where_faster` does for the
-linears); `EngineConfig(row_kernels=True)` does this when the engine is built. CUDA only; the
-tests run the kernels in Triton's CPU interpreter in float32. Not yet run on a GPU.
+linears); `EngineConfig(row_kernels=True)` (the default) does this when the engine is built.
+CUDA only; the tests run the kernels in Triton's CPU interpreter in float32. On an H100 (14B
+shape, 16 rows, us per call, compiled -> kernel): RoPE + store 10.2 -> 2.4, SiLU*up + quantise
+6.8 -> 4.4 ("chunks"), merge + quantise 4.1 -> 3.5, add + norm + quantise 4.3 -> 3.7.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ queries after a long context), a sequence sharing another's first blocks, with g
 heads; and the whole engine with it, the decode kernel leaving its parts to `attention_output`
 and the RoPE + KV-store row kernel (as on the GPU), against transformers' generate for Qwen2
 (whose qkv has a bias) and Llama, batched, with shared prefixes, across a tool-call
-continuation; the same with the gather prefill. On the GPU: `bench/engine.py --triton-prefill`.
+continuation; the same with the gather prefill. On the GPU: `bench/engine.py` (its checks).
 
 Run: pytest tests/solver/engines/native/test_paged_prefill.py -q
 """

@@ -7,7 +7,7 @@ eager sum, rows and scales, with and without a residual; the attention merge + q
 gives the eager merge's rows and scales (a head count that is not a power of two, empty
 parts); the choice at build takes the faster form and refuses a wrong one. The whole engine
 with the RoPE + KV-store kernel: `test_paged_prefill.py`. On the GPU (bf16, FP8, timing):
-`bench/engine.py --row-kernels`.
+`bench/engine.py` (its checks).
 
 Run: pytest tests/solver/engines/native/test_row_kernels.py -q
 """
