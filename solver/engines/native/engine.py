@@ -111,10 +111,10 @@ class NativeEngine:
         self.runner = ModelRunner(native, config, self.max_model_len, blocks, with_hidden=self.proposer is not None)
         pdl = config.programmatic_launch and _programmatic_launch_supported(self.device)
         self.attention_backend = _choose_attention(config, native, self.device, pdl)
-        if pdl:  # the FP8 linears, quantised here or before
+        if self.device.type == "cuda":  # the FP8 linears, quantised here or before (by another engine too)
             from .fp8 import launch_programmatically
 
-            launch_programmatically(native)
+            launch_programmatically(native, pdl)
         self.row_kernel_choice = {}
         if config.row_kernels and self.attention_backend == "triton":  # before the graphs capture the ops
             from .row_kernels import choose_row_kernels

@@ -192,8 +192,8 @@ def quantize_drafter_head_where_faster(drafter: nn.Module, batch_size: int) -> d
     return choice
 
 
-def launch_programmatically(model: nn.Module) -> None:
-    """Launch the FP8 linears' own kernel (`fp8_gemm`) programmatically (`launch`)."""
+def launch_programmatically(model: nn.Module, pdl: bool) -> None:
+    """Whether the FP8 linears' own kernel (`fp8_gemm`) is launched programmatically (`launch`)."""
     for module in model.modules():
         if isinstance(module, FP8Linear):
-            module.pdl = True
+            module.pdl = pdl
