@@ -165,6 +165,10 @@ class DecodeKernel:
     programs_per_sm: int = 4
     fp8_in_fp16: bool = True
 
+    def num_splits(self, rows: int, num_kv_heads: int, device: torch.device) -> int:
+        """Context splits per (row, KV head): the parts `paged_decode_splits` leaves to merge."""
+        return num_splits_for(rows, num_kv_heads, device, self.programs_per_sm)
+
 
 BLOCK_Q = 64  # query vectors per program of the shared-prefix kernel
 
@@ -183,7 +187,7 @@ def paged_decode_splits(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     _, block_size, kv_heads, _ = k_cache.shape
     group = heads // kv_heads
     q = q.contiguous()
-    own_splits = num_splits_for(rows, kv_heads, q.device, kernel.programs_per_sm)
+    own_splits = kernel.num_splits(rows, kv_heads, q.device)
     tiles = -(-rows * group // BLOCK_Q)
     shared_splits = num_splits_for(tiles, kv_heads, q.device) if meta.shared_len is not None else 0
     total = shared_splits + own_splits

@@ -342,9 +342,9 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
             variants[f"kernel/{v}"] = _fp8_kernel(ops.silu_mul, lambda y, dtype, v=v: silu_mul_quantize(y, v, pdl=pdl), _unscaled_product_on_gpu)
         forms["silu_mul"] = (variants, (gate_up, model.embed.dtype, True))
     if layer.o_proj.fp8:  # the attention's parts as the paged kernel leaves them at this batch size
-        from .paged_attention import num_splits_for
+        from .paged_attention import DecodeKernel
 
-        splits = num_splits_for(batch_size, s.num_kv_heads, device)
+        splits = DecodeKernel().num_splits(batch_size, s.num_kv_heads, device)  # the engine's decode kernel
         parts = Splits(torch.randn(batch_size, s.num_heads, splits, s.head_dim, device=device),
                        torch.randn(batch_size, s.num_heads, splits, device=device))  # fmt: skip
         variants = {"compiled": ops.attention_output}
