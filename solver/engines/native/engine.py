@@ -109,12 +109,14 @@ class NativeEngine:
             blocks = min(blocks, 1 + CPU_KV_CACHE_BYTES // (config.block_size * shape.kv_bytes_per_token(kv_element_size)))
         lookahead = self.proposer.num_draft_tokens if self.proposer else 0
         self.runner = ModelRunner(native, config, self.max_model_len, blocks, with_hidden=self.proposer is not None)
-        pdl = config.programmatic_launch and _programmatic_launch_supported(self.device)
-        self.attention_backend = _choose_attention(config, native, self.device, pdl)
+        pdl = False
         if self.device.type == "cuda":  # the FP8 linears, quantised here or before (by another engine too)
             from .fp8 import launch_programmatically
+            from .launch import supported
 
+            pdl = config.programmatic_launch and supported(self.device)
             launch_programmatically(native, pdl)
+        self.attention_backend = _choose_attention(config, native, self.device, pdl)
         self.row_kernel_choice = {}
         if config.row_kernels and self.attention_backend == "triton":  # before the graphs capture the ops
             from .row_kernels import choose_row_kernels
@@ -481,14 +483,6 @@ class _Queued:
     sampling: tuple[list[float], list[float], list[float]]  # temperature, top_p, uniform per row
     draw_states: list[torch.Tensor | None]  # each sampled row's generator state before its draw
     void: set[Sequence] = field(default_factory=set)  # rows whose result is discarded
-
-
-def _programmatic_launch_supported(device: torch.device) -> bool:
-    if device.type != "cuda":
-        return False
-    from .launch import supported
-
-    return supported(device)
 
 
 def _choose_attention(config: EngineConfig, model, device: torch.device, pdl: bool) -> str:
