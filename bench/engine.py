@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from solver.engines import sampling as sampling_module  # noqa: E402
 from solver.engines.base import Request, SamplingParams  # noqa: E402
 from solver.engines.native import EngineConfig, NativeEngine  # noqa: E402
+from solver.engines.native.attention import DecodeKernel  # noqa: E402
 from solver.engines.native.model import CausalLM, from_hf  # noqa: E402
 
 QWEN25_14B = dict(
@@ -370,6 +371,8 @@ def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str
     floor_ms = 1e3 * decode_bytes / max(decode_steps, 1) / bw
     config = engine.config  # the name says where it differs from the defaults
     name = "native" + ("+shared-prefix" if config.shared_prefix_attention else "") + ("" if config.row_kernels else "-row-kernels")
+    changed = {k: v for k, v in asdict(config.decode_kernel).items() if v != getattr(DecodeKernel(), k)}
+    name += f" {json.dumps(changed)}" if changed else ""
     name += ("" if config.prefill_attention_backend == "triton" else "+gather-prefill") + ("" if config.programmatic_launch else "-pdl")
     return Row(name, precision, num_samples, label or f"{prompt_len}+{max(lengths)}", total, tokens / total,
                tokens / total / num_samples, decode_bytes / max(decode_steps, 1) / 1e9, floor_ms, step_ms,
@@ -533,6 +536,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gather-prefill", action="store_true", help="native engines gather each sequence for prefill (not the kernel)")
     parser.add_argument("--no-row-kernels", action="store_true", help="native engines use only the compiled ops")
     parser.add_argument("--no-programmatic-launch", action="store_true", help="native engines launch their kernels plainly")
+    parser.add_argument("--decode-kernel", type=json.loads, default=None,
+                        help='settings of the paged decode kernel other than the defaults, as JSON: {"num_stages": 3, ...}')
     parser.add_argument("--fp8-kv-only", action="store_true", help="of the FP8 rows, only FP8 weights + FP8 KV cache")
     parser.add_argument("--no-checks", action="store_true", help="skip the GPU correctness checks (they ran in an earlier call)")
     parser.add_argument("--profile", action="store_true", help="only profile one decode step per precision at 16 samples")
@@ -609,7 +614,8 @@ def main() -> None:
         config = EngineConfig(max_num_seqs=max(args.samples), max_model_len=max_len, kv_cache_dtype=kv,
                               shared_prefix_attention=args.shared_prefix_attention, row_kernels=not args.no_row_kernels,
                               prefill_attention_backend="torch" if args.gather_prefill else "triton",
-                              programmatic_launch=not args.no_programmatic_launch)  # fmt: skip
+                              programmatic_launch=not args.no_programmatic_launch,
+                              decode_kernel=DecodeKernel(**(args.decode_kernel or {})))  # fmt: skip
         engine = NativeEngine(native, config=config)
         log(f"{precision} engine: {engine.block_manager.num_blocks} blocks, attention {engine.attention_backend}, built in {time.perf_counter() - t0:.1f} s")
         if engine.row_kernel_choice:

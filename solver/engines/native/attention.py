@@ -49,6 +49,41 @@ class DecodeMeta:
     shared_len: torch.Tensor | None = None
 
 
+def num_splits_for(rows: int, num_kv_heads: int, device: torch.device, programs_per_sm: int = 2) -> int:
+    """Enough programs to fill the GPU `programs_per_sm` times over, at most 16 splits (on the
+    CPU, in Triton's interpreter, as if there were 8 multiprocessors, so that tests cross split
+    boundaries)."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
+    return max(1, min(16, -(-programs_per_sm * sms // (rows * num_kv_heads))))
+
+
+@dataclass(frozen=True)
+class DecodeKernel:
+    """Settings of the paged decode kernel (`paged_attention`): per-row programs' positions per
+    loop step, warps, pipeline stages, programs per multiprocessor (sets the splits), float16
+    products for an FP8 cache and block-table prefetch; and, for the positions all rows share,
+    the splits, query vectors and positions per loop step of their programs."""
+
+    block_n: int = 64
+    num_warps: int = 4
+    num_stages: int = 2
+    programs_per_sm: int = 4
+    fp8_in_fp16: bool = True
+    prefetch: bool = False  # each loop step loads the next one's block-table entries
+    shared_splits: int = 4  # splits of the shared positions (0: enough to fill the GPU twice)
+    shared_block_q: int = 64
+    shared_block_n: int = 64
+
+    def splits(self, rows: int, num_heads: int, num_kv_heads: int, device: torch.device, shared: bool) -> tuple[int, int]:
+        """(splits of the shared positions, of each row's own): the parts of every (row, head)
+        that the kernel leaves to merge; no shared splits without `shared`."""
+        own = num_splits_for(rows, num_kv_heads, device, self.programs_per_sm)
+        if not shared:
+            return 0, own
+        tiles = -(-rows * (num_heads // num_kv_heads) // self.shared_block_q)
+        return self.shared_splits or num_splits_for(tiles, num_kv_heads, device), own
+
+
 class Splits(NamedTuple):
     """Decode attention left in parts (the paged kernel's context splits), merged by the op that
     consumes it (`ops.attention_output`): partial outputs [rows, heads, splits, head_dim] float32,

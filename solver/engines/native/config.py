@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .attention import DecodeKernel
+
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
 
 
@@ -87,6 +89,8 @@ class EngineConfig:
     # Our Triton kernels start while the kernel before them finishes (`launch`; CUDA compute
     # capability 9+, elsewhere ignored). Same H100: FP8 step 7.58 -> 7.34 ms, BF16 unchanged.
     programmatic_launch: bool = True
+    # Settings of the paged decode kernel (`attention.DecodeKernel`; CUDA only).
+    decode_kernel: DecodeKernel = DecodeKernel()
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:

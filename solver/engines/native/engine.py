@@ -121,7 +121,8 @@ class NativeEngine:
         if config.row_kernels and self.attention_backend == "triton":  # before the graphs capture the ops
             from .row_kernels import choose_row_kernels
 
-            self.row_kernel_choice = choose_row_kernels(native, self.runner.kv_cache[0], batch_size=timing_rows, pdl=pdl)
+            self.row_kernel_choice = choose_row_kernels(native, self.runner.kv_cache[0], batch_size=timing_rows, pdl=pdl,
+                                                        decode_kernel=config.decode_kernel, shared_prefix=config.shared_prefix_attention)
         if self.device.type == "cuda" and config.cuda_graph_batch_sizes:
             max_rows = config.max_num_seqs * (1 + lookahead)
             self.runner.enable_graphs(tuple(b for b in config.cuda_graph_batch_sizes if b <= max_rows))
@@ -498,7 +499,7 @@ def _choose_attention(config: EngineConfig, model, device: torch.device, pdl: bo
         return "torch"
     from .ops import fused
 
-    model.decode_attn = partial(paged_decode_splits, pdl=pdl)
+    model.decode_attn = partial(paged_decode_splits, pdl=pdl, kernel=config.decode_kernel)
     model.ops = fused()
     if config.prefill_attention_backend == "triton":
         from .paged_prefill import paged_prefill_attention

@@ -35,7 +35,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .attention import Splits
+from .attention import DecodeKernel, Splits
 from .launch import wait_for_previous
 from .layers import Out
 from .model import CausalLM
@@ -315,15 +315,16 @@ def _as_values(out) -> torch.Tensor:
     return torch.cat([_as_values(part) for part in out])
 
 
-def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], batch_size: int,
-                       pdl: bool = False) -> dict[str, dict[str, float | str]]:  # fmt: skip
+def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], batch_size: int, pdl: bool = False,
+                       decode_kernel: DecodeKernel = DecodeKernel(), shared_prefix: bool = False) -> dict[str, dict[str, float | str]]:  # fmt: skip
     """Replace `model.ops.rope_store` and the FP8 `silu_mul`, `add_norm` and `attention_output` by
     this module's kernels where they time faster at `batch_size` rows, inside a CUDA graph, on the
     first layer's real products (their dtype and scales as this model makes them). A variant
     whose output differs from the compiled form's by more than FP8's rounding (5e-2 relative)
     is listed under "mismatch" and never chosen. `kv` is a layer's cache: the timing writes into
     block 0, the engine's scratch block. `pdl`: the kernels are launched programmatically
-    (`launch`). Returns {op: {form: ms, "chosen": form}}."""
+    (`launch`). The merge is timed on as many parts as `decode_kernel` leaves (with
+    `shared_prefix`: also those of the shared positions). Returns {op: {form: ms, "chosen": form}}."""
     layer, s, ops = model.layers[0], model.shape, model.ops
     device = model.embed.device
     x = torch.randn(batch_size, s.hidden_size, dtype=model.embed.dtype, device=device)
@@ -342,9 +343,7 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
             variants[f"kernel/{v}"] = _fp8_kernel(ops.silu_mul, lambda y, dtype, v=v: silu_mul_quantize(y, v, pdl=pdl), _unscaled_product_on_gpu)
         forms["silu_mul"] = (variants, (gate_up, model.embed.dtype, True))
     if layer.o_proj.fp8:  # the attention's parts as the paged kernel leaves them at this batch size
-        from .paged_attention import DecodeKernel
-
-        splits = DecodeKernel().num_splits(batch_size, s.num_kv_heads, device)  # the engine's decode kernel
+        splits = sum(decode_kernel.splits(batch_size, s.num_heads, s.num_kv_heads, device, shared_prefix))
         parts = Splits(torch.randn(batch_size, s.num_heads, splits, s.head_dim, device=device),
                        torch.randn(batch_size, s.num_heads, splits, device=device))  # fmt: skip
         variants = {"compiled": ops.attention_output}

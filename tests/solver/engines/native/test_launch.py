@@ -27,9 +27,10 @@ KERNELS = {
     "add_norm": (row_kernels._add_norm_row_kernel, dict(BLOCK=1024, HAS_SCALES=True, HAS_RESIDUAL=True)),
     "merge": (row_kernels._merge_row_kernel, dict(NUM_HEADS=5, HEADS_PAD=8, HEAD_DIM=64, ROUND_TO=triton.language.float32)),
     "decode": (paged_attention._decode_kernel, dict(NUM_HEADS=8, NUM_KV_HEADS=2, GROUP=4, GROUP_PAD=16, HEAD_DIM=64, BLOCK_SIZE=16,
-                                                    BLOCK_N=64, NUM_SPLITS=2, TOTAL_SPLITS=3, SPLIT_BASE=1, HAS_SHARED=True)),
-    "shared_prefix": (paged_attention._shared_prefix_kernel, dict(NUM_HEADS=8, NUM_KV_HEADS=2, GROUP=4, HEAD_DIM=64, BLOCK_SIZE=16,
-                                                                  BLOCK_N=64, BLOCK_Q=64, NUM_SPLITS=1, TOTAL_SPLITS=3)),
+                                                    BLOCK_N=64, NUM_SPLITS=2, TOTAL_SPLITS=3, HAS_SHARED=False)),
+    "decode_shared": (paged_attention._decode_kernel, dict(NUM_HEADS=8, NUM_KV_HEADS=2, GROUP=4, GROUP_PAD=16, HEAD_DIM=64,
+                                                           BLOCK_SIZE=16, BLOCK_N=64, NUM_SPLITS=2, TOTAL_SPLITS=3, HAS_SHARED=True,
+                                                           BLOCK_Q=64, SHARED_SPLITS=1, PREFETCH=True)),
     "prefill": (paged_prefill._prefill_kernel, dict(NUM_HEADS=8, NUM_KV_HEADS=2, HEAD_DIM=64, BLOCK_SIZE=16, BLOCK_M=64, BLOCK_N=64)),
 }  # fmt: skip
 GLOBAL_ACCESS = re.compile(r"\b(ld\.global|st\.global|cp\.async|atom\.global|red\.global)")
@@ -44,7 +45,8 @@ def hopper_ptx(kernel, constexprs: dict, pdl: bool) -> str:
             signature[p.name] = "*i32" if p.name in INT_POINTERS else "*fp32"
         else:
             signature[p.name] = "fp32" if p.name in FLOATS else "i32"
-    source = ASTSource(fn=kernel, signature=signature, constexprs={**constexprs, "PDL": pdl})
+    defaults = {p.name: p.default for p in kernel.params if p.is_constexpr and p.has_default}  # as a launch leaves them
+    source = ASTSource(fn=kernel, signature=signature, constexprs={**defaults, **constexprs, "PDL": pdl})
     try:
         compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "launch_pdl": pdl})
     except RuntimeError as exc:  # no ptxas for this platform in the Triton wheel
