@@ -181,8 +181,8 @@ def check_engines(with_fp8_kv: bool = True) -> dict[str, float]:
             log(f"{name} {variant}: {same:.1%} of greedy tokens equal generate's (fp32; for the FP8 KV cache, generate with K/V rounded to FP8)")
             engine.close()
         # Shared-prefix attention: three samples of one 37-token prompt share its first two blocks,
-        # which the second kernel reads once for all three rows.
-        engine = NativeEngine(model, config=EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, shared_prefix_attention=True))
+        # which the shared programs read once for all three rows (no length threshold here).
+        engine = NativeEngine(model, config=EngineConfig(cuda_graph_batch_sizes=(1, 2, 4), max_model_len=512, shared_prefix_min_tokens=0))
         got = generate(engine, [prompts[0]] * 3, 40)
         same = sum(a == b for g in got for a, b in zip(g, refs[0])) / (3 * len(refs[0]))
         results[f"{name}/triton+graphs+shared prefix"] = same
@@ -370,7 +370,9 @@ def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str
     step_ms = 1e3 * decode_s / max(decode_steps, 1)
     floor_ms = 1e3 * decode_bytes / max(decode_steps, 1) / bw
     config = engine.config  # the name says where it differs from the defaults
-    name = "native" + ("+shared-prefix" if config.shared_prefix_attention else "") + ("" if config.row_kernels else "-row-kernels")
+    name = "native" + ("" if config.shared_prefix_attention else "-shared-prefix") + ("" if config.row_kernels else "-row-kernels")
+    if config.shared_prefix_attention and config.shared_prefix_min_tokens != EngineConfig.shared_prefix_min_tokens:
+        name += f"+shared-prefix>={config.shared_prefix_min_tokens}"
     changed = {k: v for k, v in asdict(config.decode_kernel).items() if v != getattr(DecodeKernel(), k)}
     name += f" {json.dumps(changed)}" if changed else ""
     name += ("" if config.prefill_attention_backend == "triton" else "+gather-prefill") + ("" if config.programmatic_launch else "-pdl")
@@ -532,7 +534,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-fp8", action="store_true")
     parser.add_argument("--no-fp8-kv", action="store_true", help="skip the FP8 weights + FP8 KV cache rows")
     parser.add_argument("--no-baseline", action="store_true", help="skip transformers' continuous batching")
-    parser.add_argument("--shared-prefix-attention", action="store_true", help="native rows read the shared prompt's KV once per step")
+    parser.add_argument("--no-shared-prefix-attention", action="store_true", help="native rows each read the shared prompt's KV")
+    parser.add_argument("--shared-prefix-min-tokens", type=int, default=EngineConfig.shared_prefix_min_tokens,
+                        help="shortest shared prompt read once for all rows")
     parser.add_argument("--gather-prefill", action="store_true", help="native engines gather each sequence for prefill (not the kernel)")
     parser.add_argument("--no-row-kernels", action="store_true", help="native engines use only the compiled ops")
     parser.add_argument("--no-programmatic-launch", action="store_true", help="native engines launch their kernels plainly")
@@ -553,7 +557,7 @@ def main() -> None:
 
     log(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  date {time.strftime('%Y-%m-%d')}")
     checks = {} if args.no_checks else {"kernel_rel_err": check_kernel(), "prefill_kernel_rel_err": check_prefill_kernel()}
-    if not args.no_checks and args.shared_prefix_attention:
+    if not args.no_checks:
         checks["kernel_shared_prefix_rel_err"] = check_kernel(shared_blocks=8)
     if not args.no_checks and not args.no_fp8_kv:
         try:
@@ -612,7 +616,8 @@ def main() -> None:
         t0 = time.perf_counter()
         kv = "fp8" if precision == "fp8+kv8" else "auto"  # fp8+kv8: FP8 weights and an FP8 KV cache
         config = EngineConfig(max_num_seqs=max(args.samples), max_model_len=max_len, kv_cache_dtype=kv,
-                              shared_prefix_attention=args.shared_prefix_attention, row_kernels=not args.no_row_kernels,
+                              shared_prefix_attention=not args.no_shared_prefix_attention,
+                              shared_prefix_min_tokens=args.shared_prefix_min_tokens, row_kernels=not args.no_row_kernels,
                               prefill_attention_backend="torch" if args.gather_prefill else "triton",
                               programmatic_launch=not args.no_programmatic_launch,
                               decode_kernel=DecodeKernel(**(args.decode_kernel or {})))  # fmt: skip

@@ -66,11 +66,11 @@ class DecodeKernel:
 
     block_n: int = 64
     num_warps: int = 4
-    num_stages: int = 2
-    programs_per_sm: int = 4
+    num_stages: int = 3
+    programs_per_sm: int = 2
     fp8_in_fp16: bool = True
-    prefetch: bool = False  # each loop step loads the next one's block-table entries
-    shared_splits: int = 4  # splits of the shared positions (0: enough to fill the GPU twice)
+    prefetch: bool = True  # each loop step loads the next one's block-table entries
+    shared_splits: int = 8  # splits of the shared positions (0: enough to fill the GPU twice)
     shared_block_q: int = 64
     shared_block_n: int = 64
 

@@ -180,6 +180,7 @@ class ModelRunner:
         if feed is not None:
             assert not any(drafts) and len(seqs) <= self.last_tokens.shape[0], "fed rows are plain decode rows"
         shared = shared_prefix_len(tables, context_lens, bs) if self.config.shared_prefix_attention else 0
+        shared = shared if shared >= self.config.shared_prefix_min_tokens else 0  # short: each row reads it
         if self.graphs is not None and self.graphs.fits(len(input_ids)):
             out = self.graphs.run(input_ids, positions, slots, tables, context_lens, sampling, feed, shared)
             return out if sampling is not None or self.with_hidden else out[0]

@@ -225,7 +225,8 @@ def _merge_row_kernel(partial_ptr, lse_ptr, out_ptr, scale_ptr, splits, NUM_HEAD
     total = tl.zeros([HEADS_PAD], tl.float32)
     for s in range(splits):
         w = tl.exp(tl.load(lse_row + s, mask=valid, other=float("-inf")) - top)
-        part = tl.load(partial_ptr + ((row * NUM_HEADS + h) * splits + s)[:, None] * HEAD_DIM + d[None, :], mask=valid[:, None], other=0.0)
+        used = valid & (w > 0)  # an empty part (a split past the shared positions) is not read
+        part = tl.load(partial_ptr + ((row * NUM_HEADS + h) * splits + s)[:, None] * HEAD_DIM + d[None, :], mask=used[:, None], other=0.0)
         acc += part * w[:, None]
         total += w
     merged = (acc / tl.where(valid, total, 1.0)[:, None]).to(ROUND_TO).to(tl.float32)

@@ -34,7 +34,7 @@ def test_shared_prefix_len_counts_whole_common_blocks_before_every_last_token(ta
 
 def test_engine_with_shared_prefix_attention_equals_generate():
     model = tiny_model("qwen2")
-    engine = NativeEngine(model, config=EngineConfig(block_size=4, shared_prefix_attention=True))
+    engine = NativeEngine(model, config=EngineConfig(block_size=4, shared_prefix_min_tokens=0))
     run = Collector(engine)
     for i in range(3):
         engine.add(Request(f"s{i}", PROMPTS["long"], SamplingParams(max_tokens=16, temperature=0.0)))
