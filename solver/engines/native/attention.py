@@ -66,10 +66,10 @@ class DecodeKernel:
 
     block_n: int = 64
     num_warps: int = 4
-    num_stages: int = 3
-    programs_per_sm: int = 2
+    num_stages: int = 2
+    programs_per_sm: int = 4
     fp8_in_fp16: bool = True
-    prefetch: bool = True  # each loop step loads the next one's block-table entries
+    prefetch: bool = False  # each loop step loads the next one's block-table entries
     shared_splits: int = 8  # splits of the shared positions (0: enough to fill the GPU twice)
     shared_block_q: int = 64
     shared_block_n: int = 64

@@ -72,10 +72,11 @@ class EngineConfig:
     overlap_decode: bool = True  # queue decode step N+1 before reading step N's tokens (no drafter)
     kv_cache_dtype: str = "auto"  # "auto": the model's dtype; "fp8": e4m3, half the bytes (saturates at +-448)
     # Decode attention reads the blocks all rows share (the prompt of N samples) once per step
-    # instead of once per row, where they hold at least `shared_prefix_min_tokens` positions
-    # (the same launch's per-row programs take the rest). Measured on an H200 (14B shape, 16
-    # samples, same run): an 8,000-token prompt 12.35 -> 10.73 ms per BF16 step; at 1,000 tokens
-    # reading it once cost 3% (9.54 -> 9.82 ms), hence the threshold.
+    # instead of once per row, where they hold at least `shared_prefix_min_tokens` positions: on
+    # CUDA such steps replay a second decode graph whose kernel has `shared_decode_kernel`'s
+    # settings. Measured on an H200 (14B shape, 16 samples, same run): an 8,000-token prompt
+    # 12.20 -> 10.34 ms per BF16 step; at 1,000 tokens these settings cost 6% (9.42 -> 9.97 ms),
+    # hence the threshold and the short prompts' own graph.
     shared_prefix_attention: bool = True
     shared_prefix_min_tokens: int = 2048
     # Hand-written Triton kernels (`row_kernels`) for RoPE + KV store and, with FP8, the
@@ -91,8 +92,10 @@ class EngineConfig:
     # Our Triton kernels start while the kernel before them finishes (`launch`; CUDA compute
     # capability 9+, elsewhere ignored). Same H100: FP8 step 7.58 -> 7.34 ms, BF16 unchanged.
     programmatic_launch: bool = True
-    # Settings of the paged decode kernel (`attention.DecodeKernel`; CUDA only).
+    # Settings of the paged decode kernel (`attention.DecodeKernel`; CUDA only): for steps
+    # without a long shared prompt, and for those with one.
     decode_kernel: DecodeKernel = DecodeKernel()
+    shared_decode_kernel: DecodeKernel = DecodeKernel(num_stages=3, programs_per_sm=2, prefetch=True)
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:

@@ -122,10 +122,15 @@ class NativeEngine:
             from .row_kernels import choose_row_kernels
 
             self.row_kernel_choice = choose_row_kernels(native, self.runner.kv_cache[0], batch_size=timing_rows, pdl=pdl,
-                                                        decode_kernel=config.decode_kernel, shared_prefix=config.shared_prefix_attention)
+                                                        decode_kernel=config.decode_kernel)
         if self.device.type == "cuda" and config.cuda_graph_batch_sizes:
             max_rows = config.max_num_seqs * (1 + lookahead)
-            self.runner.enable_graphs(tuple(b for b in config.cuda_graph_batch_sizes if b <= max_rows))
+            shared_attention = None
+            if self.attention_backend == "triton":  # long shared prompts: their own kernel settings
+                from .paged_attention import paged_decode_splits
+
+                shared_attention = partial(paged_decode_splits, pdl=pdl, kernel=config.shared_decode_kernel)
+            self.runner.enable_graphs(tuple(b for b in config.cuda_graph_batch_sizes if b <= max_rows), shared_attention)
             if self.proposer is not None:
                 self.proposer.enable_graphs(tuple(b for b in config.cuda_graph_batch_sizes if b <= config.max_num_seqs))
         self.block_manager = BlockManager(blocks, config.block_size)

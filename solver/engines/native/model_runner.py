@@ -27,6 +27,7 @@ before it has read step N's tokens.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -110,11 +111,22 @@ class ModelRunner:
         self.graphs = None
         self.last_tokens = torch.zeros(max(config.max_num_seqs, *config.cuda_graph_batch_sizes, 1), dtype=torch.int64, device=self.device)
 
-    def enable_graphs(self, batch_sizes: tuple[int, ...]) -> None:
+    def enable_graphs(self, batch_sizes: tuple[int, ...], shared_attention: Callable | None = None) -> None:
+        """Decode graphs per batch size; with `shared_attention` (the decode attention for steps
+        whose rows share a prompt of `shared_prefix_min_tokens` or more), a second graph each."""
         from .graphs import DecodeGraphs
 
-        self.graphs = DecodeGraphs(self._decode_logits, sorted(batch_sizes), self.max_blocks_per_seq, self.device,
-                                   shared_prefix=self.config.shared_prefix_attention)  # fmt: skip
+        shared_decode = None
+        if shared_attention is not None and self.config.shared_prefix_attention:
+
+            def shared_decode(*args):
+                plain, self.model.decode_attn = self.model.decode_attn, shared_attention
+                try:
+                    return self._decode_logits(*args)
+                finally:
+                    self.model.decode_attn = plain
+
+        self.graphs = DecodeGraphs(self._decode_logits, sorted(batch_sizes), self.max_blocks_per_seq, self.device, shared_decode)
 
     def _slots(self, seq: Sequence, start: int, end: int) -> list[int]:
         bs, table = self.config.block_size, seq.block_table
@@ -186,7 +198,7 @@ class ModelRunner:
             return out if sampling is not None or self.with_hidden else out[0]
         width = max(len(t) for t in tables)
         tables = [t + [0] * (width - len(t)) for t in tables]
-        shared_len = self._tensor([shared], torch.int32) if self.config.shared_prefix_attention else None
+        shared_len = self._tensor([shared], torch.int32) if shared else None
         meta = DecodeMeta(self._tensor(slots), self._tensor(tables, torch.int32), self._tensor(context_lens, torch.int32), shared_len)
         inputs = None if sampling is None else tuple(self._tensor(column, torch.float32) for column in sampling)
         return self._decode_logits(self._tensor(input_ids), self._tensor(positions), meta, inputs, None if feed is None else self._tensor(feed))
