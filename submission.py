@@ -36,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"), help="hf: weights dtype (default: bfloat16 on GPU, float32 on CPU)")
     g.add_argument("--fp8", action="store_true", help="native: FP8 weights for the linear layers where faster (Hopper/Ada GPUs)")
     g.add_argument("--kv-cache-dtype", default="auto", choices=("auto", "fp8"), help="native: KV cache in the model's dtype, or FP8 (e4m3, half the bytes)")
-    g.add_argument("--shared-prefix-attention", action="store_true",
-                   help="native: decode reads the prompt's KV once per step for all samples (faster with prompts of thousands of tokens)")
+    g.add_argument("--shared-prefix-min-tokens", type=int, default=None,
+                   help="native: shortest shared prompt whose KV decode reads once per step for all samples, not once per sample "
+                        "(default 2048; 0: any)")
     g.add_argument("--drafter", default=None, help="native: ReDrafter drafter directory (from `python -m build.pipeline drafter export`) for speculative decoding")
     g.add_argument("--max-batch-size", type=int, default=None, help="requests generating at once (default: hf 64, trtllm the engine's)")
     g.add_argument("--replay-file", default=None, help="replay: JSONL of {id, completion}, one line per sample")
@@ -110,7 +111,7 @@ def configs_from_args(args: argparse.Namespace):
         fp8=args.fp8,
         drafter=args.drafter,
         kv_cache_dtype=args.kv_cache_dtype,
-        shared_prefix_attention=args.shared_prefix_attention,
+        shared_prefix_min_tokens=args.shared_prefix_min_tokens,
         engine_dir=args.engine_dir,
         tokenizer_dir=args.tokenizer_dir,
         kv_cache_fraction=args.kv_cache_fraction,

@@ -91,7 +91,7 @@ def test_kv_cache_dtype_needs_the_native_engine(tmp_path, capsys):
     assert "--kv-cache-dtype needs --engine native" in err
 
 
-def test_native_loader_passes_the_kv_cache_dtype_and_shared_prefix_attention(tmp_path):
+def test_native_loader_passes_the_kv_cache_dtype_and_shared_prefix_threshold(tmp_path):
     import torch
 
     from solver.engines.loader import EngineOptions, RunShape, load_engine
@@ -99,16 +99,16 @@ def test_native_loader_passes_the_kv_cache_dtype_and_shared_prefix_attention(tmp
 
     tiny_model("llama").save_pretrained(tmp_path)
     TOKENIZER.save_pretrained(tmp_path)
-    options = EngineOptions(name="native", model=str(tmp_path), device="cpu", kv_cache_dtype="fp8", shared_prefix_attention=True)
+    options = EngineOptions(name="native", model=str(tmp_path), device="cpu", kv_cache_dtype="fp8", shared_prefix_min_tokens=64)
     engine, _ = load_engine(options, RunShape(max_new_tokens=16))
     assert engine.runner.kv_cache[0][0].dtype == torch.float8_e4m3fn
-    assert engine.config.shared_prefix_attention
+    assert engine.config.shared_prefix_attention and engine.config.shared_prefix_min_tokens == 64
 
 
-def test_shared_prefix_attention_needs_the_native_engine(tmp_path, capsys):
-    code, _, err = run(capsys, FIXTURES / "seed_bases.csv", "--shared-prefix-attention", "--out", tmp_path / "s.csv")
+def test_shared_prefix_threshold_needs_the_native_engine(tmp_path, capsys):
+    code, _, err = run(capsys, FIXTURES / "seed_bases.csv", "--shared-prefix-min-tokens", "0", "--out", tmp_path / "s.csv")
     assert code == 2
-    assert "--shared-prefix-attention needs --engine native" in err
+    assert "--shared-prefix-min-tokens needs --engine native" in err
 
 
 def test_drafter_needs_the_native_engine(tmp_path, capsys):

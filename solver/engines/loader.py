@@ -34,7 +34,7 @@ class EngineOptions:
     fp8: bool = False  # native: FP8 weights where faster (Hopper)
     drafter: str | None = None  # native: an exported ReDrafter drafter directory
     kv_cache_dtype: str = "auto"  # native: "fp8" stores K/V in one byte (twice the tokens fit)
-    shared_prefix_attention: bool = False  # native: decode reads the samples' shared prompt once per step
+    shared_prefix_min_tokens: int | None = None  # native: shortest shared prompt decode reads once per step (None: 2048)
     # trtllm
     engine_dir: str | None = None
     tokenizer_dir: str | None = None
@@ -53,8 +53,10 @@ class EngineOptions:
             raise ValueError("--drafter needs --engine native (TensorRT-LLM engines carry their drafter inside)")
         if self.kv_cache_dtype != "auto" and self.name != "native":
             raise ValueError("--kv-cache-dtype needs --engine native (TensorRT-LLM engines fix theirs at build time)")
-        if self.shared_prefix_attention and self.name != "native":
-            raise ValueError("--shared-prefix-attention needs --engine native")
+        if self.shared_prefix_min_tokens is not None and self.name != "native":
+            raise ValueError("--shared-prefix-min-tokens needs --engine native")
+        if self.shared_prefix_min_tokens is not None and self.shared_prefix_min_tokens < 0:
+            raise ValueError(f"--shared-prefix-min-tokens must be >= 0, got {self.shared_prefix_min_tokens}")
         if self.max_batch_size is not None and self.max_batch_size < 1:
             raise ValueError(f"max batch size must be >= 1, got {self.max_batch_size}")
         if not 0 < self.kv_cache_fraction <= 1:
@@ -110,8 +112,9 @@ def _load_native(options: EngineOptions, shape: RunShape) -> tuple[Engine, PreTr
     model_path = _model_path(options)
     # On a GPU the KV cache is sized from free memory; on the CPU, for the sequences this run needs.
     max_model_len = None if on_gpu else PROMPT_HEADROOM_TOKENS + shape.max_new_tokens
+    shared = {} if options.shared_prefix_min_tokens is None else {"shared_prefix_min_tokens": options.shared_prefix_min_tokens}
     config = EngineConfig(max_num_seqs=options.max_batch_size or 64, max_model_len=max_model_len, fp8=options.fp8,
-                          kv_cache_dtype=options.kv_cache_dtype, shared_prefix_attention=options.shared_prefix_attention)  # fmt: skip
+                          kv_cache_dtype=options.kv_cache_dtype, **shared)  # fmt: skip
     drafter_dir = Path(options.drafter) if options.drafter else None
     if drafter_dir is not None and not (drafter_dir / "config.json").is_file():
         raise EngineLoadError(f"{drafter_dir}: not a drafter directory (no config.json); make one with `python -m build.pipeline drafter export`.")
