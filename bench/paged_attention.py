@@ -37,9 +37,10 @@ from solver.engines.native.timing import graph_time_ms  # noqa: E402
 
 ROWS, HEADS, KV_HEADS, DIM, BLOCK = 16, 40, 8, 128, 16
 OWN, LAYERS = 512, 8
-# around the defaults: fewer pipeline stages or narrower tiles take less shared memory per
-# program (ncu on an H200: 39 KB, 5 programs per SM, one wave, latency-bound), so more programs
-# fit and more splits shorten each program's walk
+# The plain kernel's settings (`EngineConfig.decode_kernel`), block-table prefetch with 2-3
+# stages and 2-4 programs per SM, and the shared prompt read once with several split counts, query
+# tiles and positions per step (`EngineConfig.shared_decode_kernel` is the 3-stage one with 8
+# splits: best at 8,000 tokens on an H200, bench/NOTES.md "Session 6")
 VARIANTS = [(DecodeKernel(), False)] + [
     (DecodeKernel(prefetch=True, num_stages=st, programs_per_sm=p), False) for st, p in [(2, 4), (3, 4), (1, 4), (2, 2), (3, 2)]
 ] + [  # the prompt's positions read once for all rows by programs of the same launch
