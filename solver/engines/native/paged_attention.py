@@ -48,8 +48,9 @@ def _attend(q, k_ptr, v_ptr, table_ptr, start, end, kv_head, scale,
     m = tl.full([q.shape[0]], float("-inf"), tl.float32)
     l = tl.zeros([q.shape[0]], tl.float32)
     acc = tl.zeros([q.shape[0], HEAD_DIM], tl.float32)
-    t = start + tl.arange(0, BLOCK_N)
-    page = tl.load(table_ptr + t // BLOCK_SIZE, mask=t < end, other=0)
+    if PREFETCH:
+        t = start + tl.arange(0, BLOCK_N)
+        page = tl.load(table_ptr + t // BLOCK_SIZE, mask=t < end, other=0)
     for n0 in range(start, end, BLOCK_N):
         t = n0 + tl.arange(0, BLOCK_N)
         valid = t < end
