@@ -317,15 +317,15 @@ def _as_values(out) -> torch.Tensor:
 
 
 def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], batch_size: int, pdl: bool = False,
-                       decode_kernel: DecodeKernel = DecodeKernel(), shared_prefix: bool = False) -> dict[str, dict[str, float | str]]:  # fmt: skip
+                       decode_kernel: DecodeKernel = DecodeKernel()) -> dict[str, dict[str, float | str]]:  # fmt: skip
     """Replace `model.ops.rope_store` and the FP8 `silu_mul`, `add_norm` and `attention_output` by
     this module's kernels where they time faster at `batch_size` rows, inside a CUDA graph, on the
     first layer's real products (their dtype and scales as this model makes them). A variant
     whose output differs from the compiled form's by more than FP8's rounding (5e-2 relative)
     is listed under "mismatch" and never chosen. `kv` is a layer's cache: the timing writes into
     block 0, the engine's scratch block. `pdl`: the kernels are launched programmatically
-    (`launch`). The merge is timed on as many parts as `decode_kernel` leaves (with
-    `shared_prefix`: also those of the shared positions). Returns {op: {form: ms, "chosen": form}}."""
+    (`launch`). The merge is timed on as many parts as `decode_kernel` leaves without a shared
+    prefix (the short prompts' decode graph). Returns {op: {form: ms, "chosen": form}}."""
     layer, s, ops = model.layers[0], model.shape, model.ops
     device = model.embed.device
     x = torch.randn(batch_size, s.hidden_size, dtype=model.embed.dtype, device=device)
@@ -344,7 +344,7 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
             variants[f"kernel/{v}"] = _fp8_kernel(ops.silu_mul, lambda y, dtype, v=v: silu_mul_quantize(y, v, pdl=pdl), _unscaled_product_on_gpu)
         forms["silu_mul"] = (variants, (gate_up, model.embed.dtype, True))
     if layer.o_proj.fp8:  # the attention's parts as the paged kernel leaves them at this batch size
-        splits = sum(decode_kernel.splits(batch_size, s.num_heads, s.num_kv_heads, device, shared_prefix))
+        splits = sum(decode_kernel.splits(batch_size, s.num_heads, s.num_kv_heads, device, shared=False))
         parts = Splits(torch.randn(batch_size, s.num_heads, splits, s.head_dim, device=device),
                        torch.randn(batch_size, s.num_heads, splits, device=device))  # fmt: skip
         variants = {"compiled": ops.attention_output}
