@@ -191,8 +191,12 @@ class ModelRunner:
                 context_lens.append(p + 1)
         if feed is not None:
             assert not any(drafts) and len(seqs) <= self.last_tokens.shape[0], "fed rows are plain decode rows"
-        shared = shared_prefix_len(tables, context_lens, bs) if self.config.shared_prefix_attention else 0
-        shared = shared if shared >= self.config.shared_prefix_min_tokens else 0  # short: each row reads it
+        # Leading positions read once for all rows: none below the threshold (each row reads its
+        # own), and no scan of the tables where no row is long enough to reach it (the common case).
+        shared, least = 0, self.config.shared_prefix_min_tokens
+        if self.config.shared_prefix_attention and min(context_lens) - 1 >= least:
+            shared = shared_prefix_len(tables, context_lens, bs)
+            shared = shared if shared >= least else 0
         if self.graphs is not None and self.graphs.fits(len(input_ids)):
             out = self.graphs.run(input_ids, positions, slots, tables, context_lens, sampling, feed, shared)
             return out if sampling is not None or self.with_hidden else out[0]
