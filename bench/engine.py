@@ -265,16 +265,18 @@ def check_fp8() -> dict[str, float]:
     engine.close()
     # The FP8 row kernels, each forced, against the compiled ops' outputs (dequantised rows).
     from solver.engines.native.attention import Splits
-    from solver.engines.native.row_kernels import add_norm_quantize, merge_quantize, silu_mul_quantize
+    from solver.engines.native.row_kernels import _silu_in_product, add_norm_quantize, merge_quantize, silu_mul_quantize
 
-    layer, bf16 = quantized.layers[0], torch.bfloat16
-    gate_up = layer.gate_up(quantize_rows(torch.randn(16, 256, device="cuda", dtype=bf16)))
+    layer, bf16 = quantized.layers[0], torch.bfloat16  # the last form of MODES: our product kernel
+    gate_up_in = quantize_rows(torch.randn(16, 256, device="cuda", dtype=bf16))
+    gate_up = layer.gate_up(gate_up_in)
     o = layer.o_proj(quantize_rows(torch.randn(16, 256, device="cuda", dtype=bf16)))
     residual = torch.randn(16, 256, device="cuda", dtype=bf16)
     parts = Splits(torch.randn(16, 8, 3, 32, device="cuda"), torch.randn(16, 8, 3, device="cuda"))
     cases = {
         "silu row": (silu_mul_quantize(gate_up, "row"), quantized.ops.silu_mul(gate_up, bf16, True)),
         "silu chunks": (silu_mul_quantize(gate_up, "chunks"), quantized.ops.silu_mul(gate_up, bf16, True)),
+        "silu in the gate_up product": (_silu_in_product(layer.gate_up, gate_up_in, layer.gate_up.skinny, pdl=False), quantized.ops.silu_mul(gate_up, bf16, True)),
         "add_norm": (add_norm_quantize(o, residual, layer.post_attention_norm, 1e-6)[0],
                      quantized.ops.add_norm(o, residual, layer.post_attention_norm, 1e-6, True)[0]),
         "merge": (merge_quantize(parts, bf16), quantized.ops.attention_output(parts, bf16, True)),
@@ -540,8 +542,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gather-prefill", action="store_true", help="native engines gather each sequence for prefill (not the kernel)")
     parser.add_argument("--no-row-kernels", action="store_true", help="native engines use only the compiled ops")
     parser.add_argument("--no-programmatic-launch", action="store_true", help="native engines launch their kernels plainly")
-    parser.add_argument("--decode-kernel", type=json.loads, default=None,
-                        help='settings of the paged decode kernel other than the defaults, as JSON: {"num_stages": 3, ...}')
+    parser.add_argument("--decode-kernel", type=json.loads, nargs="+", default=[{}],
+                        help="settings of the paged decode kernel other than the defaults, as JSON (several: one engine each): {\"num_stages\": 3, ...}")
     parser.add_argument("--fp8-kv-only", action="store_true", help="of the FP8 rows, only FP8 weights + FP8 KV cache")
     parser.add_argument("--no-checks", action="store_true", help="skip the GPU correctness checks (they ran in an earlier call)")
     parser.add_argument("--profile", action="store_true", help="only profile one decode step per precision at 16 samples")
@@ -613,42 +615,43 @@ def main() -> None:
             torch.cuda.empty_cache()
             if args.fp8_kv_only and "fp8+kv8" in precisions:
                 continue
-        t0 = time.perf_counter()
-        kv = "fp8" if precision == "fp8+kv8" else "auto"  # fp8+kv8: FP8 weights and an FP8 KV cache
-        config = EngineConfig(max_num_seqs=max(args.samples), max_model_len=max_len, kv_cache_dtype=kv,
-                              shared_prefix_attention=not args.no_shared_prefix_attention,
-                              shared_prefix_min_tokens=args.shared_prefix_min_tokens, row_kernels=not args.no_row_kernels,
-                              prefill_attention_backend="torch" if args.gather_prefill else "triton",
-                              programmatic_launch=not args.no_programmatic_launch,
-                              decode_kernel=DecodeKernel(**(args.decode_kernel or {})))  # fmt: skip
-        engine = NativeEngine(native, config=config)
-        log(f"{precision} engine: {engine.block_manager.num_blocks} blocks, attention {engine.attention_backend}, built in {time.perf_counter() - t0:.1f} s")
-        if engine.row_kernel_choice:
-            log(f"{precision} row kernels at 16 rows (ms per call in a graph):", json.dumps(engine.row_kernel_choice))
-        wb = weight_bytes(native)
-        run_workload(engine, wb, bw, precision, 2, 100, [8, 8])  # warm-up
-        if args.profile:
-            checks[f"profile_{precision}"] = [profile_step(engine, precision, n, args.prompt_tokens) for n in args.samples]
+        for decode_kernel in args.decode_kernel:  # one engine each
+            t0 = time.perf_counter()
+            kv = "fp8" if precision == "fp8+kv8" else "auto"  # fp8+kv8: FP8 weights and an FP8 KV cache
+            config = EngineConfig(max_num_seqs=max(args.samples), max_model_len=max_len, kv_cache_dtype=kv,
+                                  shared_prefix_attention=not args.no_shared_prefix_attention,
+                                  shared_prefix_min_tokens=args.shared_prefix_min_tokens, row_kernels=not args.no_row_kernels,
+                                  prefill_attention_backend="torch" if args.gather_prefill else "triton",
+                                  programmatic_launch=not args.no_programmatic_launch,
+                                  decode_kernel=DecodeKernel(**decode_kernel))  # fmt: skip
+            engine = NativeEngine(native, config=config)
+            log(f"{precision} engine: {engine.block_manager.num_blocks} blocks, attention {engine.attention_backend}, built in {time.perf_counter() - t0:.1f} s")
+            if engine.row_kernel_choice:
+                log(f"{precision} row kernels at 16 rows (ms per call in a graph):", json.dumps(engine.row_kernel_choice))
+            wb = weight_bytes(native)
+            run_workload(engine, wb, bw, precision, 2, 100, [8, 8])  # warm-up
+            if args.profile:
+                checks[f"profile_{precision}_{json.dumps(decode_kernel)}"] = [profile_step(engine, precision, n, args.prompt_tokens) for n in args.samples]
+                engine.close()
+                del engine
+                torch.cuda.empty_cache()
+                continue
+            for n in args.samples:
+                rows.append(run_workload(engine, wb, bw, precision, n, args.prompt_tokens, [args.new_tokens] * n))
+                log(rows[-1])
+                save()
+            if args.long_prompt_tokens and (precision == "bf16" or args.quick):
+                rows.append(run_workload(engine, wb, bw, precision, 16, args.long_prompt_tokens, [args.new_tokens] * 16))
+                log(rows[-1])
+                save()
+            if args.tutorial:
+                lengths = [4500 + 90 * i for i in range(12)]
+                rows.append(run_workload(engine, wb, bw, precision, 12, 200, lengths, stop_after=10, label="200+~5000, stop after 10"))
+                log(rows[-1])
+                save()
             engine.close()
             del engine
             torch.cuda.empty_cache()
-            continue
-        for n in args.samples:
-            rows.append(run_workload(engine, wb, bw, precision, n, args.prompt_tokens, [args.new_tokens] * n))
-            log(rows[-1])
-            save()
-        if args.long_prompt_tokens and (precision == "bf16" or args.quick):
-            rows.append(run_workload(engine, wb, bw, precision, 16, args.long_prompt_tokens, [args.new_tokens] * 16))
-            log(rows[-1])
-            save()
-        if args.tutorial:
-            lengths = [4500 + 90 * i for i in range(12)]
-            rows.append(run_workload(engine, wb, bw, precision, 12, 200, lengths, stop_after=10, label="200+~5000, stop after 10"))
-            log(rows[-1])
-            save()
-        engine.close()
-        del engine
-        torch.cuda.empty_cache()
     save()
     print_table(rows)
 

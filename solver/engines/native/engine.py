@@ -111,11 +111,12 @@ class NativeEngine:
         self.runner = ModelRunner(native, config, self.max_model_len, blocks, with_hidden=self.proposer is not None)
         pdl = False
         if self.device.type == "cuda":  # the FP8 linears, quantised here or before (by another engine too)
-            from .fp8 import launch_programmatically
+            from .fp8 import fuse_silu, launch_programmatically
             from .launch import supported
 
             pdl = config.programmatic_launch and supported(self.device)
             launch_programmatically(native, pdl)
+            fuse_silu(native, None)  # until the row kernels' choice (another engine's may be on the model)
         self.attention_backend = _choose_attention(config, native, self.device, pdl)
         self.row_kernel_choice = {}
         if config.row_kernels and self.attention_backend == "triton":  # before the graphs capture the ops

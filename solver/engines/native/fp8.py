@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -46,9 +47,22 @@ CUBLAS_MODES = ("rowwise", "tensorwise")
 MODES = (*CUBLAS_MODES, fp8_gemm.CANDIDATES[0].name)  # one of each form (the tests' parameters)
 
 
+class SiluProduct(NamedTuple):
+    """A gate_up product that ran SiLU(gate) * up as its epilogue (`fp8_gemm.skinny_silu_mm`):
+    the float32 rows, their max |h| per tile of channels and the tile count; the op after it
+    (`row_kernels.quantize_chunks`) finishes each row's scale and quantises."""
+
+    h: torch.Tensor
+    chunk_max: torch.Tensor
+    chunks: int
+
+
 class FP8Linear(nn.Module):
     fp8 = True
     pdl = False  # our kernel launched programmatically (`launch`); the engine sets it
+    # a gate_up linear whose own kernel (few rows) returns a `SiluProduct`; set by
+    # `row_kernels.choose_row_kernels` where faster, with a `silu_mul` op that takes it
+    silu_epilogue = False
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, mode: str = "rowwise", skinny_rows: int = fp8_gemm.MAX_ROWS) -> None:
         super().__init__()
@@ -62,13 +76,15 @@ class FP8Linear(nn.Module):
         self.bias = bias
         self.register_buffer("one", torch.ones((), dtype=torch.float32, device=weight.device), persistent=False)
 
-    def forward(self, x: tuple[torch.Tensor, torch.Tensor]) -> Out:
+    def forward(self, x: tuple[torch.Tensor, torch.Tensor]) -> Out | SiluProduct:
         """x: (fp8 rows [rows, in], their scales [rows, 1]) from `ops.linear_input`."""
         xq, x_scale = x
         if self.mode == "rowwise":
             y = torch._scaled_mm(xq, self.weight.t(), scale_a=x_scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16)
             return Out(y, bias=self.bias)
         if self.skinny is not None and xq.is_cuda and xq.shape[0] <= self.skinny_rows:
+            if self.silu_epilogue:
+                return SiluProduct(*fp8_gemm.skinny_silu_mm(xq, x_scale, self.weight, self.weight_scale, self.skinny, self.pdl))
             y = fp8_gemm.skinny_mm(xq, self.weight, self.skinny, self.pdl)
         else:
             y = torch._scaled_mm(xq, self.weight.t(), scale_a=self.one, scale_b=self.one, out_dtype=torch.float32)
@@ -197,3 +213,15 @@ def launch_programmatically(model: nn.Module, pdl: bool) -> None:
     for module in model.modules():
         if isinstance(module, FP8Linear):
             module.pdl = pdl
+
+
+def fuse_silu(model: CausalLM, config: fp8_gemm.SkinnyConfig | None) -> None:
+    """With a config, every FP8 gate_up linear becomes our product kernel in that config, ending
+    with SiLU*up (`FP8Linear.silu_epilogue`); None turns the epilogue off (the form stays).
+    `row_kernels.choose_row_kernels` turns it on with the op that takes their output."""
+    for layer in model.layers:
+        linear = layer.gate_up
+        if isinstance(linear, FP8Linear):
+            linear.silu_epilogue = config is not None
+            if config is not None:
+                linear.mode, linear.skinny = config.name, config

@@ -28,16 +28,11 @@ from .launch import wait_for_previous
 
 
 @triton.jit
-def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, N, K,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-                   PDL: tl.constexpr = False):  # fmt: skip
-    """out[m, n] = sum over k of x[m, k] * w[n, k] for one tile of BLOCK_N outputs x BLOCK_M rows."""
-    wait_for_previous(PDL)
-    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+def _tile_product(x_rows, w_rows, m, n, M, N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                  EVEN_K: tl.constexpr):  # fmt: skip
+    """[BLOCK_N, BLOCK_M] float32: the weight rows at `w_rows` (valid where n < N) times the input
+    rows at `x_rows` (valid where m < M), over all of K."""
     kk = tl.arange(0, BLOCK_K)
-    w_rows = w_ptr + n.to(tl.int64)[:, None] * K
-    x_rows = x_ptr + m.to(tl.int64)[:, None] * K
     acc = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
     for k0 in range(0, K, BLOCK_K):
         k = k0 + kk
@@ -48,8 +43,46 @@ def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, N, K,
             w = tl.load(w_rows + k[None, :], mask=(n < N)[:, None] & (k < K)[None, :], other=0.0)
             x = tl.load(x_rows + k[None, :], mask=(m < M)[:, None] & (k < K)[None, :], other=0.0)
         acc += tl.dot(w, tl.trans(x))  # summed in float32 per tile, see the module's note
+    return acc
+
+
+@triton.jit
+def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, N, K,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
+                   PDL: tl.constexpr = False):  # fmt: skip
+    """out[m, n] = sum over k of x[m, k] * w[n, k] for one tile of BLOCK_N outputs x BLOCK_M rows."""
+    wait_for_previous(PDL)
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    acc = _tile_product(x_ptr + m.to(tl.int64)[:, None] * K, w_ptr + n.to(tl.int64)[:, None] * K, m, n, M, N, K,
+                        BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K)  # fmt: skip
     out = out_ptr + m.to(tl.int64)[None, :] * N + n[:, None]
     tl.store(out, acc, mask=(n < N)[:, None] & (m < M)[None, :])
+
+
+@triton.jit
+def _skinny_silu_kernel(x_ptr, w_ptr, x_scale_ptr, w_scale_ptr, h_ptr, chunk_max_ptr, M, WIDTH, K,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
+                        CHUNKS: tl.constexpr, PDL: tl.constexpr = False):  # fmt: skip
+    """The gate_up product w = [gate; up] ([2 WIDTH, K]) with SiLU(gate) * up as its epilogue:
+    the tile's rows alternate gate and up rows of the same BLOCK_N / 2 channels, so one product
+    gives both. h[m, c] in float32 (both scales applied) and each row's max |h| over the tile's
+    channels at chunk_max[m, tile] (the per-row quantisation's first half, `quantize_chunks`)."""
+    wait_for_previous(PDL)
+    HALF: tl.constexpr = BLOCK_N // 2
+    tile = tl.program_id(0)
+    j = tl.arange(0, BLOCK_N)
+    c = tile * HALF + j // 2
+    n = tl.where(c < WIDTH, c + (j % 2) * WIDTH, 2 * WIDTH)  # gate row c, up row WIDTH + c; past the end: masked
+    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    acc = _tile_product(x_ptr + m.to(tl.int64)[:, None] * K, w_ptr + n.to(tl.int64)[:, None] * K, m, n, M, 2 * WIDTH, K,
+                        BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K)  # fmt: skip
+    acc = acc * tl.load(x_scale_ptr + m, mask=m < M, other=0.0)[None, :] * tl.load(w_scale_ptr + n, mask=n < 2 * WIDTH, other=0.0)[:, None]
+    gate, up = tl.split(tl.permute(tl.reshape(acc, [HALF, 2, BLOCK_M]), (0, 2, 1)))
+    h = gate / (1.0 + tl.exp(-gate)) * up  # [HALF, BLOCK_M]
+    cols = tile * HALF + tl.arange(0, HALF)
+    tl.store(h_ptr + m.to(tl.int64)[None, :] * WIDTH + cols[:, None], h, mask=(cols < WIDTH)[:, None] & (m < M)[None, :])
+    tl.store(chunk_max_ptr + m * CHUNKS + tile, tl.max(tl.abs(h), axis=0), mask=m < M)
 
 
 MAX_ROWS = 64  # beyond this the weight would be read once per 64 rows: cuBLAS's tiles serve better
@@ -98,3 +131,25 @@ def skinny_mm(x: torch.Tensor, w: torch.Tensor, config: SkinnyConfig = CANDIDATE
     _skinny_kernel[grid](x, w, out, rows, n, k, BLOCK_M=block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k,
                          EVEN_K=k % c.block_k == 0, PDL=pdl, num_warps=c.num_warps, num_stages=c.num_stages, launch_pdl=pdl)  # fmt: skip
     return out
+
+
+def skinny_silu_mm(x: torch.Tensor, x_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, config: SkinnyConfig = CANDIDATES[0],
+                   pdl: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:  # fmt: skip
+    """SiLU(gate) * up of the gate_up product in one kernel: x [rows, in] with its row scales
+    [rows, 1], w = [gate; up] [2 width, in] with its channel scales [1, 2 width] -> (h [rows,
+    width] float32, each row's max |h| per tile of channels [rows, chunks padded to a power of
+    two], the number of tiles), for `row_kernels.quantize_chunks`."""
+    x, w = x.contiguous(), w.contiguous()
+    rows, k = x.shape
+    width = w.shape[0] // 2
+    assert w.shape == (2 * width, k), (x.shape, w.shape)
+    c = config
+    block_m = max(16, triton.next_power_of_2(min(rows, MAX_ROWS)))
+    tiles = triton.cdiv(width, c.block_n // 2)
+    h = torch.empty(rows, width, dtype=torch.float32, device=x.device)
+    chunk_max = torch.empty(rows, triton.next_power_of_2(tiles), dtype=torch.float32, device=x.device)
+    _skinny_silu_kernel[(tiles, triton.cdiv(rows, block_m))](
+        x, w, x_scale, w_scale, h, chunk_max, rows, width, k, BLOCK_M=block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k,
+        EVEN_K=k % c.block_k == 0, CHUNKS=chunk_max.shape[1], PDL=pdl, num_warps=c.num_warps, num_stages=c.num_stages, launch_pdl=pdl,
+    )  # fmt: skip
+    return h, chunk_max, tiles

@@ -36,6 +36,8 @@ import triton
 import triton.language as tl
 
 from .attention import DecodeKernel, Splits
+from .fp8 import FP8Linear, SiluProduct, fuse_silu
+from .fp8_gemm import CANDIDATES, SkinnyConfig, skinny_silu_mm
 from .launch import wait_for_previous
 from .layers import Out
 from .model import CausalLM
@@ -267,9 +269,9 @@ def silu_mul_quantize(gate_up: Out, variant: str = "chunks", out_dtype: torch.dt
     rows, width = raw.shape[0], raw.shape[1] // 2
     scales = gate_up.row_scale is not None
     row_scale, col_scale = (gate_up.row_scale, gate_up.col_scale) if scales else (raw, raw)
-    out = torch.empty(rows, width, dtype=out_dtype, device=raw.device)
-    scale = torch.empty(rows, 1, dtype=torch.float32, device=raw.device)
     if variant == "row":
+        out = torch.empty(rows, width, dtype=out_dtype, device=raw.device)
+        scale = torch.empty(rows, 1, dtype=torch.float32, device=raw.device)
         block = triton.next_power_of_2(width)
         _silu_row_kernel[(rows,)](raw, row_scale, col_scale, out, scale, width, BLOCK=block, HAS_SCALES=scales, PDL=pdl,
                                   num_warps=row_warps, launch_pdl=pdl)  # fmt: skip
@@ -281,8 +283,19 @@ def silu_mul_quantize(gate_up: Out, variant: str = "chunks", out_dtype: torch.dt
     chunk_max = torch.empty(rows, padded, dtype=torch.float32, device=raw.device)
     _silu_chunk_kernel[(rows, chunks)](raw, row_scale, col_scale, h, chunk_max, width, CHUNKS=padded, BLOCK=chunk, HAS_SCALES=scales,
                                        PDL=pdl, num_warps=4, launch_pdl=pdl)  # fmt: skip
-    _quantize_chunk_kernel[(rows, chunks)](h, chunk_max, out, scale, width, chunks, CHUNKS=padded, BLOCK=chunk, PDL=pdl, num_warps=4,
-                                           launch_pdl=pdl)  # fmt: skip
+    return quantize_chunks(h, chunk_max, chunks, out_dtype, chunk, pdl)
+
+
+def quantize_chunks(h: torch.Tensor, chunk_max: torch.Tensor, chunks: int, out_dtype: torch.dtype = FP8, block: int = CHUNK,
+                    pdl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(rows [rows, width] in `out_dtype`, scales [rows, 1]) of float32 rows h [rows, width] whose
+    max |h| per chunk of columns is given (chunk_max [rows, a power of two >= chunks]): the
+    quantisation after `fp8_gemm.skinny_silu_mm`, one scale per row as `silu_mul_quantize`."""
+    rows, width = h.shape
+    out = torch.empty(rows, width, dtype=out_dtype, device=h.device)
+    scale = torch.empty(rows, 1, dtype=torch.float32, device=h.device)
+    _quantize_chunk_kernel[(rows, triton.cdiv(width, block))](h, chunk_max, out, scale, width, chunks, CHUNKS=chunk_max.shape[1],
+                                                              BLOCK=block, PDL=pdl, num_warps=4, launch_pdl=pdl)  # fmt: skip
     return out, scale
 
 
@@ -333,16 +346,21 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
     cos, sin = model.cos[:batch_size], model.sin[:batch_size]
     with torch.inference_mode():
         qkv = layer.qkv(ops.linear_input(x, layer.qkv.fp8))
-        gate_up = layer.gate_up(ops.linear_input(x, layer.gate_up.fp8))
+        gate_up_in = ops.linear_input(x, layer.gate_up.fp8)
     forms = {
         "rope_store": ({"compiled": ops.rope_store, "kernel": partial(rope_store, pdl=pdl)},
                        (qkv, cos, sin, s.num_heads, s.num_kv_heads, s.head_dim, kv[0], kv[1], slots)),
     }  # fmt: skip
-    if layer.down.fp8:
+    silu = None
+    if layer.down.fp8:  # timed with the gate_up product before it, which one form ends with SiLU*up itself
         variants = {"compiled": ops.silu_mul}
         for v in ("row", "chunks"):
             variants[f"kernel/{v}"] = _fp8_kernel(ops.silu_mul, lambda y, dtype, v=v: silu_mul_quantize(y, v, pdl=pdl), _unscaled_product_on_gpu)
-        forms["silu_mul"] = (variants, (gate_up, model.embed.dtype, True))
+        timed = {name: lambda x_in, op=op: op(layer.gate_up(x_in), model.embed.dtype, True) for name, op in variants.items()}
+        if _can_fuse_silu(layer.gate_up, batch_size):  # in our product kernel, whatever form gate_up has now
+            for config in SILU_CONFIGS:
+                timed[f"gate_up epilogue {config.name}"] = partial(_silu_in_product, layer.gate_up, config=config, pdl=pdl)
+        silu = (variants, timed, gate_up_in)
     if layer.o_proj.fp8:  # the attention's parts as the paged kernel leaves them at this batch size
         splits = sum(decode_kernel.splits(batch_size, s.num_heads, s.num_kv_heads, device, shared=False))
         parts = Splits(torch.randn(batch_size, s.num_heads, splits, s.head_dim, device=device),
@@ -366,5 +384,38 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
     for op, (variants, args) in forms.items():  # "compiled" first: the kernels must agree with it
         choices[op] = with_choice(agreeing_times({name: partial(form, fn, args) for name, fn in variants.items()}, 5e-2))
         replaced[op] = variants[choices[op]["chosen"]]
+    if silu is not None:
+        variants, timed, x_in = silu
+        choice = choices["silu_mul"] = with_choice(agreeing_times({name: partial(form, fn, (x_in,)) for name, fn in timed.items()}, 5e-2))
+        fused = None if choice["chosen"] in variants else SkinnyConfig.parse(choice["chosen"].split()[-1])
+        if fused:  # a batch beyond the product kernel's rows (prefill, a larger graph) gets a plain product
+            plain = min(variants, key=lambda name: choice[name])
+            replaced["silu_mul"] = partial(_silu_mul_after, variants[plain], pdl=pdl)
+        else:
+            replaced["silu_mul"] = variants[choice["chosen"]]
+        fuse_silu(model, fused)
     model.ops = dataclasses.replace(ops, **replaced)
     return choices
+
+
+SILU_CONFIGS = CANDIDATES[:4]  # our product kernel's 64- and 128-wide tiles, with SiLU*up as the epilogue
+
+
+def _can_fuse_silu(gate_up, rows: int) -> bool:
+    """Whether this gate_up linear's product can be our kernel, ending with SiLU*up, at `rows` rows."""
+    return isinstance(gate_up, FP8Linear) and gate_up.bias is None and rows <= gate_up.skinny_rows
+
+
+def _silu_in_product(gate_up: FP8Linear, x_in: tuple[torch.Tensor, torch.Tensor], config: SkinnyConfig,
+                     pdl: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The down projection's FP8 input from gate_up's, SiLU*up in the product's epilogue."""
+    product = skinny_silu_mm(*x_in, gate_up.weight, gate_up.weight_scale, config, pdl)
+    return quantize_chunks(*product, pdl=pdl)
+
+
+def _silu_mul_after(plain: Callable, y, dtype: torch.dtype, fp8: bool, pdl: bool = False, out_dtype: torch.dtype = FP8):
+    """`ops.silu_mul` after a gate_up linear with the SiLU epilogue: its `SiluProduct` quantised,
+    any other product (more rows than its kernel takes) by `plain`."""
+    if isinstance(y, SiluProduct):
+        return quantize_chunks(y.h, y.chunk_max, y.chunks, out_dtype, pdl=pdl)
+    return plain(y, dtype, fp8)

@@ -128,3 +128,17 @@ def test_a_form_whose_product_is_wrong_is_never_chosen(monkeypatch):
     assert choice["mismatch"] == [broken]
     assert choice[broken] == float("inf")
     assert choice["chosen"] == "rowwise"  # the fastest of the rest (2.0 ms)
+
+
+def test_silu_epilogue_turns_every_fp8_gate_up_into_our_kernel_and_back_off():
+    from solver.engines.native.fp8 import fuse_silu
+    from solver.engines.native.fp8_gemm import CANDIDATES
+
+    model = from_hf(tiny_model("qwen2").to(torch.bfloat16), 64)
+    convert(model, {kind: "tensorwise" for kind in KINDS})
+    fuse_silu(model, CANDIDATES[1])
+    assert all(layer.gate_up.silu_epilogue and layer.gate_up.skinny == CANDIDATES[1] and layer.gate_up.mode == CANDIDATES[1].name
+               for layer in model.layers)  # fmt: skip
+    assert not any(getattr(layer, kind).silu_epilogue for layer in model.layers for kind in ("qkv", "o_proj", "down"))
+    fuse_silu(model, None)
+    assert not any(layer.gate_up.silu_epilogue for layer in model.layers)

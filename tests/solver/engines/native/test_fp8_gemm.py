@@ -1,7 +1,11 @@
 """The few-rows matrix kernel (`fp8_gemm.skinny_mm`) in Triton's CPU interpreter, in float32 (the
 interpreter cannot run FP8; the kernel is dtype-generic): it equals x @ w.T for row counts below,
 at and above one tile, outputs that do not fill a tile, inputs that are not a whole number of
-K tiles, and each of the engine's candidate configs.
+K tiles, and each of the engine's candidate configs. Its gate_up form with SiLU*up as the
+epilogue (`skinny_silu_mm`) equals SiLU(gate) * up of the scaled product, with each row's max
+per tile of channels, and `row_kernels.quantize_chunks` then gives the per-row quantisation;
+the op after such a gate_up (`row_kernels._silu_mul_after`) takes its product, and passes any
+other to the plain op.
 Also the config names the engine's choice table uses. On the GPU, in FP8: `bench/fp8_gemm.py`
 and `bench/engine.py`'s FP8 check.
 
@@ -39,6 +43,45 @@ def test_skinny_mm_partials_sum_to_the_product_in_the_triton_interpreter():
     errors = run_in_interpreter(_CHECK)
     assert len(errors) == 5 + len(CANDIDATES)
     assert max(errors) < 1e-5, errors
+
+
+_SILU_CHECK = """
+import json, torch
+from solver.engines.native.fp8 import SiluProduct
+from solver.engines.native.fp8_gemm import CANDIDATES, SkinnyConfig, skinny_silu_mm
+from solver.engines.native.layers import Out
+from solver.engines.native.ops import quantize_rows
+from solver.engines.native.row_kernels import _silu_mul_after, quantize_chunks
+torch.manual_seed(0)
+errors = {}
+cases = [(5, 70, 300, SkinnyConfig(32, 64, 4, 2)), (16, 128, 512, SkinnyConfig(64, 128, 4, 2)), (3, 40, 96, SkinnyConfig(64, 32, 4, 2)),
+         (16, 100, 512, CANDIDATES[0])]
+for rows, width, k, config in cases:
+    x, w = torch.randn(rows, k), torch.randn(2 * width, k)
+    x_scale, w_scale = torch.rand(rows, 1) + 0.5, torch.rand(1, 2 * width) * 0.1
+    h, chunk_max, tiles = skinny_silu_mm(x, x_scale, w, w_scale, config)
+    gate, up = ((x.double() @ w.double().T) * x_scale.double() * w_scale.double()).chunk(2, dim=-1)
+    ref = torch.nn.functional.silu(gate) * up
+    key = f"{rows}x{width}x{k}"
+    errors[key + " h"] = ((h.double() - ref).abs().max() / ref.abs().max()).item()
+    errors[key + " tiles"] = float(tiles != -(-width // (config.block_n // 2)))
+    tile_max = torch.nn.functional.pad(ref.abs(), (0, tiles * (config.block_n // 2) - width)).view(rows, tiles, -1).amax(-1)
+    errors[key + " chunk max"] = ((chunk_max[:, :tiles].double() - tile_max).abs().max() / tile_max.max()).item()
+    q, scale = _silu_mul_after(None, SiluProduct(h, chunk_max, tiles), torch.float32, True, out_dtype=torch.float32)
+    _, scale_ref = quantize_rows(ref.float())
+    errors[key + " rows"] = ((q * scale - ref).abs().max() / ref.abs().max()).item()
+    errors[key + " scale"] = ((scale - scale_ref).abs() / scale_ref).max().item()
+plain = Out(torch.randn(2, 8))
+errors["other products to the plain op"] = float(_silu_mul_after(lambda y, dtype, fp8: "plain", plain, torch.float32, True) != "plain")
+print(json.dumps(errors))
+"""
+
+
+@pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
+def test_gate_up_product_with_the_silu_epilogue_in_the_triton_interpreter():
+    errors = run_in_interpreter(_SILU_CHECK)
+    assert len(errors) == 4 * 5 + 1
+    assert max(errors.values()) < 1e-5, errors
 
 
 def test_config_names_round_trip():
