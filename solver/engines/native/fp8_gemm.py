@@ -12,6 +12,9 @@ Measured on an H100 (`bench/fp8_gemm.py`, Qwen2.5-14B shapes, 16 rows): 85-101% 
 floor against cuBLAS's 71-94%; a split of `in` over programs (tried for the small outputs) won
 no time in the kernel and cost a kernel to sum the parts, so there is none.
 
+`skinny_silu_mm` is the same product for gate_up with SiLU(gate) * up as its epilogue (the
+decode step's SiLU kernel gone; `row_kernels.choose_row_kernels` decides where it is used).
+
 The kernel is dtype-generic (FP8 on the GPU; the tests run it in float32 in Triton's CPU
 interpreter, which cannot run FP8).
 """
