@@ -287,6 +287,19 @@ def check_fp8() -> dict[str, float]:
         results[f"fp8 row kernel {name}"] = err
         log(f"fp8 row kernel {name} vs the compiled op: relative error {err:.2e} (FP8 steps are 6%)")
         assert err < 5e-2, f"row kernel {name}: relative error {err:.2e} against the compiled op"
+    # o_proj in our product kernel on the attention quantised per group of heads, against the
+    # compiled merge + per-row quantisation and the same product
+    from solver.engines.native.row_kernels import _grouped_product
+
+    from solver.engines.native.fp8_gemm import SkinnyConfig
+
+    config, head_dim = SkinnyConfig(64, 64, 4, 2), quantized.shape.head_dim  # 4 groups of 2 heads
+    grouped = dequantize(_grouped_product(layer.o_proj, parts, config, config.block_k // head_dim, bf16, pdl=False), torch.float32).float()
+    expected = dequantize(layer.o_proj(quantized.ops.attention_output(parts, bf16, True)), torch.float32).float()
+    err = ((grouped - expected).norm() / expected.norm()).item()
+    results["fp8 o_proj on per-group scales"] = err
+    log(f"fp8 o_proj on the attention quantised per group of heads vs per row: relative error {err:.2e}")
+    assert err < 5e-2, f"o_proj on per-group scales: relative error {err:.2e} against per-row scales"
     engine = NativeEngine(hf, config=EngineConfig(fp8=True, row_kernels=True, max_model_len=512, cuda_graph_batch_sizes=(1, 2, 4, 8)))
     log("row kernel choice on the tiny FP8 model:", json.dumps({k: v["chosen"] for k, v in engine.row_kernel_choice.items()}))
     got_rk = generate(engine, prompts, 40)

@@ -75,10 +75,16 @@ class FP8Linear(nn.Module):
         self.weight_scale = nn.Parameter(scale.unsqueeze(0), requires_grad=False)  # [1, out]
         self.bias = bias
         self.register_buffer("one", torch.ones((), dtype=torch.float32, device=weight.device), persistent=False)
+        self.register_buffer("unit_rows", torch.ones(fp8_gemm.MAX_ROWS, 1, device=weight.device), persistent=False)
 
     def forward(self, x: tuple[torch.Tensor, torch.Tensor]) -> Out | SiluProduct:
-        """x: (fp8 rows [rows, in], their scales [rows, 1]) from `ops.linear_input`."""
+        """x: (fp8 rows [rows, in], their scales [rows, 1]) from `ops.linear_input`, or scales per
+        row and group of columns [rows, groups] (`row_kernels.merge_group_quantize`), which only
+        our product kernel takes (the row kernels choose such inputs only for it)."""
         xq, x_scale = x
+        if x_scale.shape[1] > 1:
+            y = fp8_gemm.skinny_grouped_mm(xq, x_scale, self.weight, self.skinny, self.pdl)
+            return Out(y, self.unit_rows[: y.shape[0]], self.weight_scale, self.bias)
         if self.mode == "rowwise":
             y = torch._scaled_mm(xq, self.weight.t(), scale_a=x_scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16)
             return Out(y, bias=self.bias)
@@ -215,13 +221,21 @@ def launch_programmatically(model: nn.Module, pdl: bool) -> None:
             module.pdl = pdl
 
 
+def use_product_kernel(model: CausalLM, kind: str, config: fp8_gemm.SkinnyConfig) -> None:
+    """Every FP8 linear of `kind` becomes our product kernel in `config` (the weight is the same
+    in every form)."""
+    for owner, name in modules_of(model, kind):
+        linear = getattr(owner, name)
+        if isinstance(linear, FP8Linear):
+            linear.mode, linear.skinny = config.name, config
+
+
 def fuse_silu(model: CausalLM, config: fp8_gemm.SkinnyConfig | None) -> None:
     """With a config, every FP8 gate_up linear becomes our product kernel in that config, ending
     with SiLU*up (`FP8Linear.silu_epilogue`); None turns the epilogue off (the form stays).
     `row_kernels.choose_row_kernels` turns it on with the op that takes their output."""
+    if config is not None:
+        use_product_kernel(model, "gate_up", config)
     for layer in model.layers:
-        linear = layer.gate_up
-        if isinstance(linear, FP8Linear):
-            linear.silu_epilogue = config is not None
-            if config is not None:
-                linear.mode, linear.skinny = config.name, config
+        if isinstance(layer.gate_up, FP8Linear):
+            layer.gate_up.silu_epilogue = config is not None

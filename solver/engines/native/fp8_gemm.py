@@ -32,9 +32,11 @@ from .launch import wait_for_previous
 
 @triton.jit
 def _tile_product(x_rows, w_rows, m, n, M, N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                  EVEN_K: tl.constexpr):  # fmt: skip
+                  EVEN_K: tl.constexpr, x_scales=0, GROUP_SCALES: tl.constexpr = False):  # fmt: skip
     """[BLOCK_N, BLOCK_M] float32: the weight rows at `w_rows` (valid where n < N) times the input
-    rows at `x_rows` (valid where m < M), over all of K."""
+    rows at `x_rows` (valid where m < M), over all of K. With GROUP_SCALES each K tile's product
+    is multiplied by the rows' scales of that tile (`x_scales` [BLOCK_M] pointers to each row's
+    first; EVEN_K)."""
     kk = tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
     for k0 in range(0, K, BLOCK_K):
@@ -45,7 +47,10 @@ def _tile_product(x_rows, w_rows, m, n, M, N, K, BLOCK_M: tl.constexpr, BLOCK_N:
         else:
             w = tl.load(w_rows + k[None, :], mask=(n < N)[:, None] & (k < K)[None, :], other=0.0)
             x = tl.load(x_rows + k[None, :], mask=(m < M)[:, None] & (k < K)[None, :], other=0.0)
-        acc += tl.dot(w, tl.trans(x))  # summed in float32 per tile, see the module's note
+        if GROUP_SCALES:
+            acc += tl.dot(w, tl.trans(x)) * tl.load(x_scales + k0 // BLOCK_K, mask=m < M, other=0.0)[None, :]
+        else:
+            acc += tl.dot(w, tl.trans(x))  # summed in float32 per tile, see the module's note
     return acc
 
 
@@ -59,6 +64,21 @@ def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, N, K,
     m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     acc = _tile_product(x_ptr + m.to(tl.int64)[:, None] * K, w_ptr + n.to(tl.int64)[:, None] * K, m, n, M, N, K,
                         BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K)  # fmt: skip
+    out = out_ptr + m.to(tl.int64)[None, :] * N + n[:, None]
+    tl.store(out, acc, mask=(n < N)[:, None] & (m < M)[None, :])
+
+
+@triton.jit
+def _skinny_grouped_kernel(x_ptr, x_scale_ptr, w_ptr, out_ptr, M, N, K,
+                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                           PDL: tl.constexpr = False):  # fmt: skip
+    """`_skinny_kernel` for inputs quantised per row and group of BLOCK_K columns: x_scale [M,
+    K / BLOCK_K] applied to each tile's product."""
+    wait_for_previous(PDL)
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    acc = _tile_product(x_ptr + m.to(tl.int64)[:, None] * K, w_ptr + n.to(tl.int64)[:, None] * K, m, n, M, N, K,
+                        BLOCK_M, BLOCK_N, BLOCK_K, True, x_scale_ptr + m * (K // BLOCK_K), GROUP_SCALES=True)  # fmt: skip
     out = out_ptr + m.to(tl.int64)[None, :] * N + n[:, None]
     tl.store(out, acc, mask=(n < N)[:, None] & (m < M)[None, :])
 
@@ -156,3 +176,22 @@ def skinny_silu_mm(x: torch.Tensor, x_scale: torch.Tensor, w: torch.Tensor, w_sc
         EVEN_K=k % c.block_k == 0, CHUNKS=chunk_max.shape[1], PDL=pdl, num_warps=c.num_warps, num_stages=c.num_stages, launch_pdl=pdl,
     )  # fmt: skip
     return h, chunk_max, tiles
+
+
+def skinny_grouped_mm(x: torch.Tensor, x_scale: torch.Tensor, w: torch.Tensor, config: SkinnyConfig = CANDIDATES[0],
+                      pdl: bool = False) -> torch.Tensor:  # fmt: skip
+    """x [rows, in] quantised per row and group of `config.block_k` columns (scales x_scale [rows,
+    in / block_k]), w [out, in] -> sum over groups of each group's product times its scale
+    [rows, out] float32 (the weight's own scales not applied)."""
+    x, w, x_scale = x.contiguous(), w.contiguous(), x_scale.contiguous()
+    rows, k = x.shape
+    n = w.shape[0]
+    c = config
+    assert w.shape[1] == k and k % c.block_k == 0 and x_scale.shape == (rows, k // c.block_k), (x.shape, w.shape, x_scale.shape)
+    block_m = max(16, triton.next_power_of_2(min(rows, MAX_ROWS)))
+    out = torch.empty(rows, n, dtype=torch.float32, device=x.device)
+    _skinny_grouped_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(rows, block_m))](
+        x, x_scale, w, out, rows, n, k, BLOCK_M=block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k, PDL=pdl,
+        num_warps=c.num_warps, num_stages=c.num_stages, launch_pdl=pdl,
+    )  # fmt: skip
+    return out

@@ -39,12 +39,12 @@ import triton
 import triton.language as tl
 
 from .attention import DecodeKernel, Splits
-from .fp8 import FP8Linear, SiluProduct, fuse_silu
-from .fp8_gemm import CANDIDATES, SkinnyConfig, skinny_silu_mm
+from .fp8 import FP8Linear, SiluProduct, fuse_silu, use_product_kernel
+from .fp8_gemm import CANDIDATES, SkinnyConfig, skinny_grouped_mm, skinny_silu_mm
 from .launch import wait_for_previous
 from .layers import Out
 from .model import CausalLM
-from .ops import FP8
+from .ops import FP8, dequantize
 from .timing import agreeing_times, graph_time_ms, with_choice
 
 
@@ -212,22 +212,17 @@ def add_norm_quantize(x: Out, residual: torch.Tensor | None, weight: torch.Tenso
 
 
 @triton.jit
-def _merge_row_kernel(partial_ptr, lse_ptr, out_ptr, scale_ptr, splits, NUM_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr,
-                      HEAD_DIM: tl.constexpr, ROUND_TO: tl.constexpr,
-                      PDL: tl.constexpr = False):  # fmt: skip
-    """One row's attention parts merged by their log-sum-exp (as `ops.merge_splits`), rounded to
-    the model's dtype, and quantised to FP8 with the row's own scale."""
-    wait_for_previous(PDL)
-    row = tl.program_id(0).to(tl.int64)
-    h = tl.arange(0, HEADS_PAD)
+def _merged_heads(partial_ptr, lse_ptr, row, h, valid, splits, NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+                  ROUND_TO: tl.constexpr):  # fmt: skip
+    """Heads h (where valid) of one row, their attention parts merged by their log-sum-exp (as
+    `ops.merge_splits`) and rounded to the model's dtype: [len(h), HEAD_DIM] float32, 0 elsewhere."""
     d = tl.arange(0, HEAD_DIM)
-    valid = h < NUM_HEADS
-    lse_row = lse_ptr + (row * NUM_HEADS + h) * splits  # [heads], each head's first split
-    top = tl.full([HEADS_PAD], float("-inf"), tl.float32)
+    lse_row = lse_ptr + (row * NUM_HEADS + h) * splits  # each head's first split
+    top = tl.full(h.shape, float("-inf"), tl.float32)
     for s in range(splits):
         top = tl.maximum(top, tl.load(lse_row + s, mask=valid, other=float("-inf")))
-    acc = tl.zeros([HEADS_PAD, HEAD_DIM], tl.float32)
-    total = tl.zeros([HEADS_PAD], tl.float32)
+    acc = tl.zeros([h.shape[0], HEAD_DIM], tl.float32)
+    total = tl.zeros(h.shape, tl.float32)
     for s in range(splits):
         w = tl.exp(tl.load(lse_row + s, mask=valid, other=float("-inf")) - top)
         used = valid & (w > 0)  # an empty part (a split past the shared positions) is not read
@@ -235,11 +230,43 @@ def _merge_row_kernel(partial_ptr, lse_ptr, out_ptr, scale_ptr, splits, NUM_HEAD
         acc += part * w[:, None]
         total += w
     merged = (acc / tl.where(valid, total, 1.0)[:, None]).to(ROUND_TO).to(tl.float32)
-    merged = tl.where(valid[:, None], merged, 0.0)
+    return tl.where(valid[:, None], merged, 0.0)
+
+
+@triton.jit
+def _merge_row_kernel(partial_ptr, lse_ptr, out_ptr, scale_ptr, splits, NUM_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr,
+                      HEAD_DIM: tl.constexpr, ROUND_TO: tl.constexpr,
+                      PDL: tl.constexpr = False):  # fmt: skip
+    """One row's attention parts merged, rounded to the model's dtype, and quantised to FP8 with
+    the row's own scale."""
+    wait_for_previous(PDL)
+    row = tl.program_id(0).to(tl.int64)
+    h = tl.arange(0, HEADS_PAD)
+    d = tl.arange(0, HEAD_DIM)
+    valid = h < NUM_HEADS
+    merged = _merged_heads(partial_ptr, lse_ptr, row, h, valid, splits, NUM_HEADS, HEAD_DIM, ROUND_TO)
     scale = tl.maximum(tl.max(tl.max(tl.abs(merged), axis=1), axis=0), 1e-12) / 448.0
     out = out_ptr + row * NUM_HEADS * HEAD_DIM + h[:, None] * HEAD_DIM + d[None, :]
     tl.store(out, (merged / scale).to(out_ptr.dtype.element_ty), mask=valid[:, None])
     tl.store(scale_ptr + row, scale)
+
+
+@triton.jit
+def _merge_group_kernel(partial_ptr, lse_ptr, out_ptr, scale_ptr, splits, NUM_HEADS: tl.constexpr, GROUP_HEADS: tl.constexpr,
+                        HEAD_DIM: tl.constexpr, ROUND_TO: tl.constexpr,
+                        PDL: tl.constexpr = False):  # fmt: skip
+    """One (row, group of GROUP_HEADS heads): merged as `_merge_row_kernel`, quantised to FP8
+    with the group's own scale."""
+    wait_for_previous(PDL)
+    row = tl.program_id(0).to(tl.int64)
+    group = tl.program_id(1)
+    h = group * GROUP_HEADS + tl.arange(0, GROUP_HEADS)
+    d = tl.arange(0, HEAD_DIM)
+    merged = _merged_heads(partial_ptr, lse_ptr, row, h, h < NUM_HEADS, splits, NUM_HEADS, HEAD_DIM, ROUND_TO)
+    scale = tl.maximum(tl.max(tl.max(tl.abs(merged), axis=1), axis=0), 1e-12) / 448.0
+    out = out_ptr + row * NUM_HEADS * HEAD_DIM + h[:, None] * HEAD_DIM + d[None, :]
+    tl.store(out, (merged / scale).to(out_ptr.dtype.element_ty))
+    tl.store(scale_ptr + row * (NUM_HEADS // GROUP_HEADS) + group, scale)
 
 
 _TRITON_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
@@ -255,6 +282,22 @@ def merge_quantize(o: Splits, dtype: torch.dtype, out_dtype: torch.dtype = FP8, 
     scale = torch.empty(rows, 1, dtype=torch.float32, device=partial.device)
     _merge_row_kernel[(rows,)](partial, lse, out, scale, splits, NUM_HEADS=heads, HEADS_PAD=triton.next_power_of_2(heads),
                                HEAD_DIM=head_dim, ROUND_TO=_TRITON_DTYPES[dtype], PDL=pdl, num_warps=num_warps, launch_pdl=pdl)  # fmt: skip
+    return out, scale
+
+
+def merge_group_quantize(o: Splits, dtype: torch.dtype, group_heads: int, out_dtype: torch.dtype = FP8,
+                         pdl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """The attention's parts merged (in `dtype`) and quantised per row and group of `group_heads`
+    heads (a power of two dividing the heads): (rows [rows, heads * head_dim] in `out_dtype`,
+    scales [rows, heads / group_heads]), for our product kernel (`fp8_gemm.skinny_grouped_mm`)."""
+    partial, lse = o.partial.contiguous(), o.lse.contiguous()
+    rows, heads, splits, head_dim = partial.shape
+    assert heads % group_heads == 0 and group_heads & (group_heads - 1) == 0, (heads, group_heads)
+    out = torch.empty(rows, heads * head_dim, dtype=out_dtype, device=partial.device)
+    scale = torch.empty(rows, heads // group_heads, dtype=torch.float32, device=partial.device)
+    _merge_group_kernel[(rows, heads // group_heads)](partial, lse, out, scale, splits, NUM_HEADS=heads, GROUP_HEADS=group_heads,
+                                                      HEAD_DIM=head_dim, ROUND_TO=_TRITON_DTYPES[dtype], PDL=pdl, num_warps=4,
+                                                      launch_pdl=pdl)  # fmt: skip
     return out, scale
 
 
@@ -327,6 +370,8 @@ def _as_values(out) -> torch.Tensor:
     reproduce (within FP8's rounding steps)."""
     if isinstance(out, torch.Tensor):
         return out.float().flatten()
+    if isinstance(out, Out):  # a product: finished
+        return dequantize(out, torch.float32).float().flatten()
     if len(out) == 2 and isinstance(out[0], torch.Tensor) and out[0].dtype == FP8:
         return (out[0].float() * out[1]).flatten()
     return torch.cat([_as_values(part) for part in out])
@@ -354,7 +399,7 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
         "rope_store": ({"compiled": ops.rope_store, "kernel": partial(rope_store, pdl=pdl)},
                        (qkv, cos, sin, s.num_heads, s.num_kv_heads, s.head_dim, kv[0], kv[1], slots)),
     }  # fmt: skip
-    silu = None
+    paired = {}  # op: (its forms, what is timed for each, the timed input, how a form goes in)
     if layer.down.fp8:  # timed with the gate_up product before it, which one form ends with SiLU*up itself
         variants = {"compiled": ops.silu_mul}
         for v in ("row", "chunks"):
@@ -363,7 +408,7 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
         if _can_fuse_silu(layer.gate_up, batch_size):  # in our product kernel, whatever form gate_up has now
             for config in SILU_CONFIGS:
                 timed[f"gate_up epilogue {config.name}"] = partial(_silu_in_product, layer.gate_up, config=config, pdl=pdl)
-        silu = (variants, timed, gate_up_in)
+        paired["silu_mul"] = (variants, timed, gate_up_in, _install_silu)
     if layer.o_proj.fp8:  # the attention's parts as the paged kernel leaves them at this batch size
         splits = sum(decode_kernel.splits(batch_size, s.num_heads, s.num_kv_heads, device, shared=False))
         parts = Splits(torch.randn(batch_size, s.num_heads, splits, s.head_dim, device=device),
@@ -371,7 +416,12 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
         variants = {"compiled": ops.attention_output}
         for w in (4, 8):
             variants[f"kernel/w{w}"] = _fp8_kernel(ops.attention_output, partial(merge_quantize, num_warps=w, pdl=pdl), _parts_on_gpu)
-        forms["attention_output"] = (variants, (parts, model.embed.dtype, True))
+        # timed with the o_proj product after it, which our kernel can take quantised per group of heads
+        timed = {name: lambda p, op=op: layer.o_proj(op(p, model.embed.dtype, True)) for name, op in variants.items()}
+        for config in _group_configs(layer.o_proj, batch_size, s.num_heads, s.head_dim):
+            timed[f"grouped {config.name}"] = partial(_grouped_product, layer.o_proj, config=config, group_heads=config.block_k // s.head_dim,
+                                                      dtype=model.embed.dtype, pdl=pdl)  # fmt: skip
+        paired["attention_output"] = (variants, timed, parts, _install_grouped)
     if layer.qkv.fp8 and layer.gate_up.fp8:  # the norms before them quantise; o_proj and down have no bias
         with torch.inference_mode():
             attn = torch.randn(batch_size, s.num_heads * s.head_dim, dtype=x.dtype, device=device)
@@ -387,18 +437,52 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
     for op, (variants, args) in forms.items():  # "compiled" first: the kernels must agree with it
         choices[op] = with_choice(agreeing_times({name: partial(form, fn, args) for name, fn in variants.items()}, 5e-2))
         replaced[op] = variants[choices[op]["chosen"]]
-    if silu is not None:
-        variants, timed, x_in = silu
-        choice = choices["silu_mul"] = with_choice(agreeing_times({name: partial(form, fn, (x_in,)) for name, fn in timed.items()}, 5e-2))
-        fused = None if choice["chosen"] in variants else SkinnyConfig.parse(choice["chosen"].split()[-1])
-        if fused:  # a batch beyond the product kernel's rows (prefill, a larger graph) gets a plain product
-            plain = min(variants, key=lambda name: choice[name])
-            replaced["silu_mul"] = partial(_silu_mul_after, variants[plain], pdl=pdl)
-        else:
-            replaced["silu_mul"] = variants[choice["chosen"]]
-        fuse_silu(model, fused)
+    fuse_silu(model, None)
+    for op, (variants, timed, x_in, install) in paired.items():
+        choice = choices[op] = with_choice(agreeing_times({name: partial(form, fn, (x_in,)) for name, fn in timed.items()}, 5e-2))
+        if choice["chosen"] in variants:
+            replaced[op] = variants[choice["chosen"]]
+        else:  # our product kernel's form; a batch beyond its rows (prefill, a larger graph) gets the best plain one
+            plain = variants[min(variants, key=lambda name: choice[name])]
+            replaced[op] = install(model, SkinnyConfig.parse(choice["chosen"].split()[-1]), plain, pdl)
     model.ops = dataclasses.replace(ops, **replaced)
     return choices
+
+
+def _install_silu(model: CausalLM, config: SkinnyConfig, plain: Callable, pdl: bool) -> Callable:
+    fuse_silu(model, config)
+    return partial(_silu_mul_after, plain, pdl=pdl)
+
+
+def _install_grouped(model: CausalLM, config: SkinnyConfig, plain: Callable, pdl: bool) -> Callable:
+    use_product_kernel(model, "o_proj", config)
+    rows = model.layers[0].o_proj.skinny_rows
+    return partial(_grouped_attention_output, plain, config.block_k // model.shape.head_dim, rows, pdl=pdl)
+
+
+def _group_configs(o_proj, rows: int, heads: int, head_dim: int) -> list[SkinnyConfig]:
+    """Our product kernel's configs that can take o_proj's input quantised per group of heads
+    (one group per K tile: a power of two of heads that divides them)."""
+    if not (isinstance(o_proj, FP8Linear) and rows <= o_proj.skinny_rows):
+        return []
+    groups = [c for c in SILU_CONFIGS if c.block_k % head_dim == 0]
+    return [c for c in groups if heads % (c.block_k // head_dim) == 0 and (c.block_k // head_dim) & (c.block_k // head_dim - 1) == 0]
+
+
+def _grouped_product(o_proj: FP8Linear, parts: Splits, config: SkinnyConfig, group_heads: int, dtype: torch.dtype, pdl: bool) -> Out:
+    """o_proj's product of the attention's parts merged and quantised per row and group of heads."""
+    xq, x_scale = merge_group_quantize(parts, dtype, group_heads, pdl=pdl)
+    raw = skinny_grouped_mm(xq, x_scale, o_proj.weight, config, pdl)
+    return Out(raw, o_proj.unit_rows[: raw.shape[0]], o_proj.weight_scale, o_proj.bias)
+
+
+def _grouped_attention_output(plain: Callable, group_heads: int, rows: int, o, dtype: torch.dtype, fp8: bool, pdl: bool = False,
+                              out_dtype: torch.dtype = FP8):  # fmt: skip
+    """`ops.attention_output` before an o_proj in our product kernel: decode's parts of up to
+    `rows` rows merged and quantised per group of heads, anything else by `plain`."""
+    if fp8 and isinstance(o, Splits) and o.partial.shape[0] <= rows:
+        return merge_group_quantize(o, dtype, group_heads, out_dtype, pdl=pdl)
+    return plain(o, dtype, fp8)
 
 
 SILU_CONFIGS = CANDIDATES[:4]  # our product kernel's 64- and 128-wide tiles, with SiLU*up as the epilogue

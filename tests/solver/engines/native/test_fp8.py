@@ -130,8 +130,8 @@ def test_a_form_whose_product_is_wrong_is_never_chosen(monkeypatch):
     assert choice["chosen"] == "rowwise"  # the fastest of the rest (2.0 ms)
 
 
-def test_silu_epilogue_turns_every_fp8_gate_up_into_our_kernel_and_back_off():
-    from solver.engines.native.fp8 import fuse_silu
+def test_silu_epilogue_and_product_kernel_forms_are_set_on_every_layer():
+    from solver.engines.native.fp8 import fuse_silu, use_product_kernel
     from solver.engines.native.fp8_gemm import CANDIDATES
 
     model = from_hf(tiny_model("qwen2").to(torch.bfloat16), 64)
@@ -142,3 +142,6 @@ def test_silu_epilogue_turns_every_fp8_gate_up_into_our_kernel_and_back_off():
     assert not any(getattr(layer, kind).silu_epilogue for layer in model.layers for kind in ("qkv", "o_proj", "down"))
     fuse_silu(model, None)
     assert not any(layer.gate_up.silu_epilogue for layer in model.layers)
+    use_product_kernel(model, "o_proj", CANDIDATES[2])
+    assert all(layer.o_proj.skinny == CANDIDATES[2] and layer.o_proj.mode == CANDIDATES[2].name for layer in model.layers)
+    assert all(layer.qkv.mode == "tensorwise" for layer in model.layers)

@@ -3,7 +3,9 @@ interpreter cannot run FP8; the kernel is dtype-generic): it equals x @ w.T for 
 at and above one tile, outputs that do not fill a tile, inputs that are not a whole number of
 K tiles, and each of the engine's candidate configs. Its gate_up form with SiLU*up as the
 epilogue (`skinny_silu_mm`) equals SiLU(gate) * up of the scaled product, with each row's max
-per tile of channels, and `row_kernels.quantize_chunks` then gives the per-row quantisation;
+per tile of channels, and `row_kernels.quantize_chunks` then gives the per-row quantisation.
+Its form for inputs quantised per group of K columns (`skinny_grouped_mm`) equals the sum of
+each group's product times its scale;
 the op after such a gate_up (`row_kernels._silu_mul_after`) takes its product, and passes any
 other to the plain op.
 Also the config names the engine's choice table uses. On the GPU, in FP8: `bench/fp8_gemm.py`
@@ -71,6 +73,14 @@ for rows, width, k, config in cases:
     _, scale_ref = quantize_rows(ref.float())
     errors[key + " rows"] = ((q * scale - ref).abs().max() / ref.abs().max()).item()
     errors[key + " scale"] = ((scale - scale_ref).abs() / scale_ref).max().item()
+from solver.engines.native.fp8_gemm import skinny_grouped_mm
+for rows, n, k, config in [(5, 70, 256, SkinnyConfig(32, 64, 4, 2)), (16, 130, 1024, CANDIDATES[0])]:
+    x, w = torch.randn(rows, k), torch.randn(n, k)
+    x_scale = torch.rand(rows, k // config.block_k) + 0.5
+    out = skinny_grouped_mm(x, x_scale, w, config)
+    expected = sum(x_scale[:, g, None].double() * (x[:, g * config.block_k:(g + 1) * config.block_k].double()
+                   @ w[:, g * config.block_k:(g + 1) * config.block_k].double().T) for g in range(k // config.block_k))
+    errors[f"grouped {rows}x{n}x{k}"] = ((out.double() - expected).abs().max() / expected.abs().max()).item()
 plain = Out(torch.randn(2, 8))
 errors["other products to the plain op"] = float(_silu_mul_after(lambda y, dtype, fp8: "plain", plain, torch.float32, True) != "plain")
 print(json.dumps(errors))
@@ -78,9 +88,9 @@ print(json.dumps(errors))
 
 
 @pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
-def test_gate_up_product_with_the_silu_epilogue_in_the_triton_interpreter():
+def test_gate_up_product_with_the_silu_epilogue_and_grouped_input_scales_in_the_triton_interpreter():
     errors = run_in_interpreter(_SILU_CHECK)
-    assert len(errors) == 4 * 5 + 1
+    assert len(errors) == 4 * 5 + 2 + 1
     assert max(errors.values()) < 1e-5, errors
 
 

@@ -20,6 +20,8 @@ FLOATS = {"scale", "eps"}
 # constexprs of each kernel (sizes of the engine's shapes, small)
 KERNELS = {
     "skinny": (fp8_gemm._skinny_kernel, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, EVEN_K=True)),
+    "skinny_grouped": (fp8_gemm._skinny_grouped_kernel, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128)),
+    "merge_group": (row_kernels._merge_group_kernel, dict(NUM_HEADS=8, GROUP_HEADS=2, HEAD_DIM=64, ROUND_TO=triton.language.float32)),
     "skinny_silu": (fp8_gemm._skinny_silu_kernel, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, EVEN_K=True, CHUNKS=8)),
     "rope_store": (row_kernels._rope_store_kernel, dict(NUM_HEADS=4, NUM_KV_HEADS=2, HEAD_DIM=64, HAS_SCALES=True, HAS_BIAS=True, CLAMP=True)),
     "silu_row": (row_kernels._silu_row_kernel, dict(BLOCK=1024, HAS_SCALES=True)),
