@@ -13,7 +13,9 @@ floor against cuBLAS's 71-94%; a split of `in` over programs (tried for the smal
 no time in the kernel and cost a kernel to sum the parts, so there is none.
 
 `skinny_silu_mm` is the same product for gate_up with SiLU(gate) * up as its epilogue (the
-decode step's SiLU kernel gone; `row_kernels.choose_row_kernels` decides where it is used).
+decode step's SiLU kernel gone), `skinny_grouped_mm` the same for an input quantised per group
+of K columns (o_proj after `row_kernels.merge_group_quantize`); `row_kernels.choose_row_kernels`
+decides where they are used.
 
 The kernel is dtype-generic (FP8 on the GPU; the tests run it in float32 in Triton's CPU
 interpreter, which cannot run FP8).

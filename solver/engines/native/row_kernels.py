@@ -9,7 +9,10 @@
   the next linear in one kernel, one program per row (the compiled form is one kernel too, 3.6
   us against BF16's 2.1 us per call on an H100, twice per layer).
 - `merge_quantize`: the decode attention's parts merged and quantised per row for o_proj in one
-  kernel (the compiled form is two: 1.3 + 1.8 us per layer on an H100).
+  kernel (the compiled form is two: 1.3 + 1.8 us per layer on an H100). `merge_group_quantize`
+  quantises per row and group of heads instead, for an o_proj in our product kernel
+  (`fp8_gemm.skinny_grouped_mm`), which then needs no per-row maximum; timed with the product
+  against the product plus each per-row form (not yet run on a GPU).
 - `silu_mul_quantize`: SiLU(gate) * up of the gate_up product and its per-row FP8 quantisation
   for the down projection. The compiled form is a split reduction: three kernels, 7.5 us per
   layer for 16 rows of Qwen2.5-14B on an H100. Two variants: the row held whole by one program
