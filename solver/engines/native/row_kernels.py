@@ -380,6 +380,11 @@ def _as_values(out) -> torch.Tensor:
     return torch.cat([_as_values(part) for part in out])
 
 
+# Our product kernel's 64- and 128-wide tiles (`fp8_gemm.CANDIDATES`), offered for the steps it can
+# take over (SiLU*up after gate_up, o_proj on an input quantised per group of heads)
+PRODUCT_CONFIGS = CANDIDATES[:4]
+
+
 def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], batch_size: int, pdl: bool = False,
                        decode_kernel: DecodeKernel = DecodeKernel()) -> dict[str, dict[str, float | str]]:  # fmt: skip
     """Replace `model.ops.rope_store` and the FP8 `silu_mul`, `add_norm` and `attention_output` by
@@ -389,7 +394,10 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
     is listed under "mismatch" and never chosen. `kv` is a layer's cache: the timing writes into
     block 0, the engine's scratch block. `pdl`: the kernels are launched programmatically
     (`launch`). The merge is timed on as many parts as `decode_kernel` leaves without a shared
-    prefix (the short prompts' decode graph). Returns {op: {form: ms, "chosen": form}}."""
+    prefix (the short prompts' decode graph). SiLU*up and the merge are timed together with the
+    FP8 product next to them (gate_up before, o_proj after), since one form of each moves into
+    that product (our kernel, `PRODUCT_CONFIGS`); where such a form wins, that kind of linear
+    switches to our kernel in the winning config. Returns {op: {form: ms, "chosen": form}}."""
     layer, s, ops = model.layers[0], model.shape, model.ops
     device = model.embed.device
     x = torch.randn(batch_size, s.hidden_size, dtype=model.embed.dtype, device=device)
@@ -409,7 +417,7 @@ def choose_row_kernels(model: CausalLM, kv: tuple[torch.Tensor, torch.Tensor], b
             variants[f"kernel/{v}"] = _fp8_kernel(ops.silu_mul, lambda y, dtype, v=v: silu_mul_quantize(y, v, pdl=pdl), _unscaled_product_on_gpu)
         timed = {name: lambda x_in, op=op: op(layer.gate_up(x_in), model.embed.dtype, True) for name, op in variants.items()}
         if _can_fuse_silu(layer.gate_up, batch_size):  # in our product kernel, whatever form gate_up has now
-            for config in SILU_CONFIGS:
+            for config in PRODUCT_CONFIGS:
                 timed[f"gate_up epilogue {config.name}"] = partial(_silu_in_product, layer.gate_up, config=config, pdl=pdl)
         paired["silu_mul"] = (variants, timed, gate_up_in, _install_silu)
     if layer.o_proj.fp8:  # the attention's parts as the paged kernel leaves them at this batch size
@@ -465,11 +473,13 @@ def _install_grouped(model: CausalLM, config: SkinnyConfig, plain: Callable, pdl
 
 def _group_configs(o_proj, rows: int, heads: int, head_dim: int) -> list[SkinnyConfig]:
     """Our product kernel's configs that can take o_proj's input quantised per group of heads
-    (one group per K tile: a power of two of heads that divides them)."""
+    (one group per K tile)."""
     if not (isinstance(o_proj, FP8Linear) and rows <= o_proj.skinny_rows):
         return []
-    groups = [c for c in SILU_CONFIGS if c.block_k % head_dim == 0]
-    return [c for c in groups if heads % (c.block_k // head_dim) == 0 and (c.block_k // head_dim) & (c.block_k // head_dim - 1) == 0]
+    def fits(group: int) -> bool:  # a power of two of heads that divides them
+        return group > 0 and heads % group == 0 and group & (group - 1) == 0
+
+    return [c for c in PRODUCT_CONFIGS if c.block_k % head_dim == 0 and fits(c.block_k // head_dim)]
 
 
 def _grouped_product(o_proj: FP8Linear, parts: Splits, config: SkinnyConfig, group_heads: int, dtype: torch.dtype, pdl: bool) -> Out:
@@ -486,9 +496,6 @@ def _grouped_attention_output(plain: Callable, group_heads: int, rows: int, o, d
     if fp8 and isinstance(o, Splits) and o.partial.shape[0] <= rows:
         return merge_group_quantize(o, dtype, group_heads, out_dtype, pdl=pdl)
     return plain(o, dtype, fp8)
-
-
-SILU_CONFIGS = CANDIDATES[:4]  # our product kernel's 64- and 128-wide tiles, with SiLU*up as the epilogue
 
 
 def _can_fuse_silu(gate_up, rows: int) -> bool:

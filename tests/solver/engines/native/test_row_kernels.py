@@ -136,3 +136,49 @@ def test_row_kernels_option_is_ignored_off_the_gpu():
     engine.add(Request("a", PROMPTS["long"], SamplingParams(max_tokens=12, temperature=0.0)))
     run.run()
     assert run.tokens["a"] == reference(model, PROMPTS["long"], 12)
+
+
+def test_forms_in_our_product_kernel_when_chosen_switch_their_linears_and_keep_a_plain_path(monkeypatch):
+    """The choice of the two steps that can move into our FP8 product kernel (SiLU*up into
+    gate_up, the merge's quantisation into o_proj's input), on the CPU: stand-ins compute what
+    the plain path computes (FP8 Triton kernels cannot run here) and a stand-in timer makes them
+    the fastest. Then every gate_up and o_proj linear is our kernel in the chosen config, gate_up
+    ends with SiLU*up, and inputs the kernels do not take (merged attention, FP8 off) still go
+    through the plain ops."""
+    from functools import partial
+
+    import torch
+
+    from solver.engines.native import row_kernels
+    from solver.engines.native.fp8 import KINDS, convert
+    from solver.engines.native.model import from_hf
+    from solver.engines.native.ops import EAGER
+    from tests.solver.engines.engine_testing import tiny_model
+
+    model = from_hf(tiny_model("qwen2").to(torch.bfloat16), 64)
+    convert(model, {kind: "tensorwise" for kind in KINDS})
+    monkeypatch.setattr(row_kernels, "_silu_in_product", lambda gate_up, x_in, config, pdl: EAGER.silu_mul(gate_up(x_in), torch.bfloat16, True))
+    monkeypatch.setattr(row_kernels, "_grouped_product",
+                        lambda o_proj, parts, config, group_heads, dtype, pdl: o_proj(EAGER.attention_output(parts, dtype, True)))  # fmt: skip
+    # our product kernel's forms are the partials among the timed forms; the plain ones are lambdas
+    monkeypatch.setattr(row_kernels, "graph_time_ms", lambda fns, args: 1.0 if isinstance(fns[0].__defaults__[0], partial) else 2.0)
+    # K tiles of two heads (the 14B shape's 256-wide tiles hold two heads of 128; this model's heads are smaller)
+    tiles = (row_kernels.SkinnyConfig(64, 2 * model.shape.head_dim, 4, 2), row_kernels.SkinnyConfig(64, 3 * model.shape.head_dim, 4, 2))
+    monkeypatch.setattr(row_kernels, "PRODUCT_CONFIGS", tiles)
+    assert row_kernels._group_configs(model.layers[0].o_proj, 3, model.shape.num_heads, model.shape.head_dim) == [tiles[0]]  # 3 heads: no
+    kv = tuple(torch.zeros(4, 4, model.shape.num_kv_heads, model.shape.head_dim, dtype=torch.bfloat16) for _ in range(2))
+    choice = row_kernels.choose_row_kernels(model, kv, batch_size=3)
+
+    silu, merge = choice["silu_mul"]["chosen"], choice["attention_output"]["chosen"]
+    assert silu.startswith("gate_up epilogue triton/") and merge.startswith("grouped triton/"), choice
+    assert not choice["silu_mul"].get("mismatch") and not choice["attention_output"].get("mismatch")
+    assert all(layer.gate_up.silu_epilogue and layer.gate_up.mode == silu.split()[-1] for layer in model.layers)
+    assert all(layer.o_proj.mode == merge.split()[-1] and not layer.o_proj.silu_epilogue for layer in model.layers)
+    assert all(layer.qkv.mode == layer.down.mode == "tensorwise" for layer in model.layers)
+    group_heads = row_kernels.SkinnyConfig.parse(merge.split()[-1]).block_k // model.shape.head_dim
+    assert model.ops.attention_output.func is row_kernels._grouped_attention_output and model.ops.attention_output.args[1] == group_heads
+    assert model.ops.silu_mul.func is row_kernels._silu_mul_after
+    attention = torch.randn(3, model.shape.num_heads, model.shape.head_dim, dtype=torch.bfloat16)
+    rows, scales = model.ops.attention_output(attention, torch.bfloat16, True)  # merged already (prefill): per row
+    assert scales.shape == (3, 1)
+    assert torch.equal(model.ops.attention_output(attention, torch.bfloat16, False), attention.flatten(1))  # FP8 off: as it is
