@@ -79,11 +79,11 @@ class FP8Linear(nn.Module):
 
     def forward(self, x: tuple[torch.Tensor, torch.Tensor]) -> Out | SiluProduct:
         """x: (fp8 rows [rows, in], their scales [rows, 1]) from `ops.linear_input`, or scales per
-        row and group of columns [rows, groups] (`row_kernels.merge_group_quantize`), which only
+        row and group of columns [rows, groups] (`row_kernels.merge_quantize` per group), which only
         our product kernel takes (the row kernels choose such inputs only for it)."""
         xq, x_scale = x
         if x_scale.shape[1] > 1:
-            y = fp8_gemm.skinny_grouped_mm(xq, x_scale, self.weight, self.skinny, self.pdl)
+            y = fp8_gemm.skinny_mm(xq, self.weight, self.skinny, self.pdl, group_scales=x_scale)
             return Out(y, self.unit_rows[: y.shape[0]], self.weight_scale, self.bias)
         if self.mode == "rowwise":
             y = torch._scaled_mm(xq, self.weight.t(), scale_a=x_scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16)

@@ -13,9 +13,9 @@ floor against cuBLAS's 71-94%; a split of `in` over programs (tried for the smal
 no time in the kernel and cost a kernel to sum the parts, so there is none.
 
 `skinny_silu_mm` is the same product for gate_up with SiLU(gate) * up as its epilogue (the
-decode step's SiLU kernel gone), `skinny_grouped_mm` the same for an input quantised per group
-of K columns (o_proj after `row_kernels.merge_group_quantize`); `row_kernels.choose_row_kernels`
-decides where they are used.
+decode step's SiLU kernel gone), and `skinny_mm` takes an input quantised per group of K
+columns too (o_proj after `row_kernels.merge_quantize` per group of heads);
+`row_kernels.choose_row_kernels` decides where they are used.
 
 The kernel is dtype-generic (FP8 on the GPU; the tests run it in float32 in Triton's CPU
 interpreter, which cannot run FP8).
@@ -34,11 +34,11 @@ from .launch import wait_for_previous
 
 @triton.jit
 def _tile_product(x_rows, w_rows, m, n, M, N, K, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                  EVEN_K: tl.constexpr, x_scales=0, GROUP_SCALES: tl.constexpr = False):  # fmt: skip
+                  EVEN_K: tl.constexpr, x_scales, GROUP_SCALES: tl.constexpr):  # fmt: skip
     """[BLOCK_N, BLOCK_M] float32: the weight rows at `w_rows` (valid where n < N) times the input
     rows at `x_rows` (valid where m < M), over all of K. With GROUP_SCALES each K tile's product
     is multiplied by the rows' scales of that tile (`x_scales` [BLOCK_M] pointers to each row's
-    first; EVEN_K)."""
+    first; EVEN_K; unused without)."""
     kk = tl.arange(0, BLOCK_K)
     acc = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
     for k0 in range(0, K, BLOCK_K):
@@ -57,30 +57,17 @@ def _tile_product(x_rows, w_rows, m, n, M, N, K, BLOCK_M: tl.constexpr, BLOCK_N:
 
 
 @triton.jit
-def _skinny_kernel(x_ptr, w_ptr, out_ptr, M, N, K,
+def _skinny_kernel(x_ptr, x_scale_ptr, w_ptr, out_ptr, M, N, K,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr,
-                   PDL: tl.constexpr = False):  # fmt: skip
-    """out[m, n] = sum over k of x[m, k] * w[n, k] for one tile of BLOCK_N outputs x BLOCK_M rows."""
+                   GROUP_SCALES: tl.constexpr = False, PDL: tl.constexpr = False):  # fmt: skip
+    """out[m, n] = sum over k of x[m, k] * w[n, k] for one tile of BLOCK_N outputs x BLOCK_M rows;
+    with GROUP_SCALES (x quantised per row and group of BLOCK_K columns: x_scale [M, K / BLOCK_K])
+    each group's product times its scale."""
     wait_for_previous(PDL)
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     acc = _tile_product(x_ptr + m.to(tl.int64)[:, None] * K, w_ptr + n.to(tl.int64)[:, None] * K, m, n, M, N, K,
-                        BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K)  # fmt: skip
-    out = out_ptr + m.to(tl.int64)[None, :] * N + n[:, None]
-    tl.store(out, acc, mask=(n < N)[:, None] & (m < M)[None, :])
-
-
-@triton.jit
-def _skinny_grouped_kernel(x_ptr, x_scale_ptr, w_ptr, out_ptr, M, N, K,
-                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                           PDL: tl.constexpr = False):  # fmt: skip
-    """`_skinny_kernel` for inputs quantised per row and group of BLOCK_K columns: x_scale [M,
-    K / BLOCK_K] applied to each tile's product."""
-    wait_for_previous(PDL)
-    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-    acc = _tile_product(x_ptr + m.to(tl.int64)[:, None] * K, w_ptr + n.to(tl.int64)[:, None] * K, m, n, M, N, K,
-                        BLOCK_M, BLOCK_N, BLOCK_K, True, x_scale_ptr + m * (K // BLOCK_K), GROUP_SCALES=True)  # fmt: skip
+                        BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, x_scale_ptr + m * (K // BLOCK_K), GROUP_SCALES)  # fmt: skip
     out = out_ptr + m.to(tl.int64)[None, :] * N + n[:, None]
     tl.store(out, acc, mask=(n < N)[:, None] & (m < M)[None, :])
 
@@ -101,7 +88,7 @@ def _skinny_silu_kernel(x_ptr, w_ptr, x_scale_ptr, w_scale_ptr, h_ptr, chunk_max
     n = tl.where(c < WIDTH, c + (j % 2) * WIDTH, 2 * WIDTH)  # gate row c, up row WIDTH + c; past the end: masked
     m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     acc = _tile_product(x_ptr + m.to(tl.int64)[:, None] * K, w_ptr + n.to(tl.int64)[:, None] * K, m, n, M, 2 * WIDTH, K,
-                        BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K)  # fmt: skip
+                        BLOCK_M, BLOCK_N, BLOCK_K, EVEN_K, x_scale_ptr + m, False)  # fmt: skip
     acc = acc * tl.load(x_scale_ptr + m, mask=m < M, other=0.0)[None, :] * tl.load(w_scale_ptr + n, mask=n < 2 * WIDTH, other=0.0)[:, None]
     gate, up = tl.split(tl.permute(tl.reshape(acc, [HALF, 2, BLOCK_M]), (0, 2, 1)))
     h = gate / (1.0 + tl.exp(-gate)) * up  # [HALF, BLOCK_M]
@@ -142,19 +129,26 @@ CANDIDATES = (
 )  # fmt: skip
 
 
-def skinny_mm(x: torch.Tensor, w: torch.Tensor, config: SkinnyConfig = CANDIDATES[0], pdl: bool = False) -> torch.Tensor:
+def skinny_mm(x: torch.Tensor, w: torch.Tensor, config: SkinnyConfig = CANDIDATES[0], pdl: bool = False,
+              group_scales: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """x [rows, in], w [out, in] (same dtype) -> x @ w.T [rows, out] float32; `pdl`: launched
-    programmatically (`launch`)."""
+    programmatically (`launch`). With `group_scales` [rows, in / config.block_k] (x quantised per
+    row and group of block_k columns): the sum of each group's product times its scale (the
+    weight's own scales not applied)."""
     x, w = x.contiguous(), w.contiguous()
     rows, k = x.shape
     n, k_w = w.shape
     assert k == k_w, (x.shape, w.shape)
     c = config
+    if group_scales is not None:
+        group_scales = group_scales.contiguous()
+        assert k % c.block_k == 0 and group_scales.shape == (rows, k // c.block_k), (x.shape, group_scales.shape, c)
     block_m = max(16, triton.next_power_of_2(min(rows, MAX_ROWS)))
     out = torch.empty(rows, n, dtype=torch.float32, device=x.device)
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(rows, block_m))
-    _skinny_kernel[grid](x, w, out, rows, n, k, BLOCK_M=block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k,
-                         EVEN_K=k % c.block_k == 0, PDL=pdl, num_warps=c.num_warps, num_stages=c.num_stages, launch_pdl=pdl)  # fmt: skip
+    _skinny_kernel[grid](x, x if group_scales is None else group_scales, w, out, rows, n, k, BLOCK_M=block_m, BLOCK_N=c.block_n,
+                         BLOCK_K=c.block_k, EVEN_K=k % c.block_k == 0, GROUP_SCALES=group_scales is not None, PDL=pdl,
+                         num_warps=c.num_warps, num_stages=c.num_stages, launch_pdl=pdl)  # fmt: skip
     return out
 
 
@@ -179,21 +173,3 @@ def skinny_silu_mm(x: torch.Tensor, x_scale: torch.Tensor, w: torch.Tensor, w_sc
     )  # fmt: skip
     return h, chunk_max, tiles
 
-
-def skinny_grouped_mm(x: torch.Tensor, x_scale: torch.Tensor, w: torch.Tensor, config: SkinnyConfig = CANDIDATES[0],
-                      pdl: bool = False) -> torch.Tensor:  # fmt: skip
-    """x [rows, in] quantised per row and group of `config.block_k` columns (scales x_scale [rows,
-    in / block_k]), w [out, in] -> sum over groups of each group's product times its scale
-    [rows, out] float32 (the weight's own scales not applied)."""
-    x, w, x_scale = x.contiguous(), w.contiguous(), x_scale.contiguous()
-    rows, k = x.shape
-    n = w.shape[0]
-    c = config
-    assert w.shape[1] == k and k % c.block_k == 0 and x_scale.shape == (rows, k // c.block_k), (x.shape, w.shape, x_scale.shape)
-    block_m = max(16, triton.next_power_of_2(min(rows, MAX_ROWS)))
-    out = torch.empty(rows, n, dtype=torch.float32, device=x.device)
-    _skinny_grouped_kernel[(triton.cdiv(n, c.block_n), triton.cdiv(rows, block_m))](
-        x, x_scale, w, out, rows, n, k, BLOCK_M=block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k, PDL=pdl,
-        num_warps=c.num_warps, num_stages=c.num_stages, launch_pdl=pdl,
-    )  # fmt: skip
-    return out

@@ -9,9 +9,9 @@
   the next linear in one kernel, one program per row (the compiled form is one kernel too, 3.6
   us against BF16's 2.1 us per call on an H100, twice per layer).
 - `merge_quantize`: the decode attention's parts merged and quantised per row for o_proj in one
-  kernel (the compiled form is two: 1.3 + 1.8 us per layer on an H100). `merge_group_quantize`
+  kernel (the compiled form is two: 1.3 + 1.8 us per layer on an H100). With `group_heads` it
   quantises per row and group of heads instead, for an o_proj in our product kernel
-  (`fp8_gemm.skinny_grouped_mm`), which then needs no per-row maximum; timed with the product
+  (`fp8_gemm.skinny_mm` with `group_scales`), which then needs no per-row maximum; timed with the product
   against the product plus each per-row form (not yet run on a GPU).
 - `silu_mul_quantize`: SiLU(gate) * up of the gate_up product and its per-row FP8 quantisation
   for the down projection. The compiled form is a split reduction: three kernels, 7.5 us per
@@ -43,7 +43,7 @@ import triton.language as tl
 
 from .attention import DecodeKernel, Splits
 from .fp8 import FP8Linear, SiluProduct, fuse_silu, use_product_kernel
-from .fp8_gemm import CANDIDATES, SkinnyConfig, skinny_grouped_mm, skinny_silu_mm
+from .fp8_gemm import CANDIDATES, SkinnyConfig, skinny_mm, skinny_silu_mm
 from .launch import wait_for_previous
 from .layers import Out
 from .model import CausalLM
@@ -237,70 +237,45 @@ def _merged_heads(partial_ptr, lse_ptr, row, h, valid, splits, NUM_HEADS: tl.con
 
 
 @triton.jit
-def _merge_row_kernel(partial_ptr, lse_ptr, out_ptr, scale_ptr, splits, NUM_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr,
-                      HEAD_DIM: tl.constexpr, ROUND_TO: tl.constexpr,
-                      PDL: tl.constexpr = False):  # fmt: skip
-    """One row's attention parts merged, rounded to the model's dtype, and quantised to FP8 with
-    the row's own scale."""
+def _merge_kernel(partial_ptr, lse_ptr, out_ptr, scale_ptr, splits, NUM_HEADS: tl.constexpr, GROUP: tl.constexpr,
+                  GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, ROUND_TO: tl.constexpr,
+                  PDL: tl.constexpr = False):  # fmt: skip
+    """One (row, group of GROUP heads, padded to GROUP_PAD): the attention parts merged, rounded to
+    the model's dtype, and quantised to FP8 with the group's own scale (one group of all heads:
+    the row's own scale)."""
     wait_for_previous(PDL)
     row = tl.program_id(0).to(tl.int64)
-    h = tl.arange(0, HEADS_PAD)
+    group = tl.program_id(1)
+    g = tl.arange(0, GROUP_PAD)
+    h = group * GROUP + g
     d = tl.arange(0, HEAD_DIM)
-    valid = h < NUM_HEADS
+    valid = g < GROUP
     merged = _merged_heads(partial_ptr, lse_ptr, row, h, valid, splits, NUM_HEADS, HEAD_DIM, ROUND_TO)
     scale = tl.maximum(tl.max(tl.max(tl.abs(merged), axis=1), axis=0), 1e-12) / 448.0
     out = out_ptr + row * NUM_HEADS * HEAD_DIM + h[:, None] * HEAD_DIM + d[None, :]
     tl.store(out, (merged / scale).to(out_ptr.dtype.element_ty), mask=valid[:, None])
-    tl.store(scale_ptr + row, scale)
-
-
-@triton.jit
-def _merge_group_kernel(partial_ptr, lse_ptr, out_ptr, scale_ptr, splits, NUM_HEADS: tl.constexpr, GROUP_HEADS: tl.constexpr,
-                        HEAD_DIM: tl.constexpr, ROUND_TO: tl.constexpr,
-                        PDL: tl.constexpr = False):  # fmt: skip
-    """One (row, group of GROUP_HEADS heads): merged as `_merge_row_kernel`, quantised to FP8
-    with the group's own scale."""
-    wait_for_previous(PDL)
-    row = tl.program_id(0).to(tl.int64)
-    group = tl.program_id(1)
-    h = group * GROUP_HEADS + tl.arange(0, GROUP_HEADS)
-    d = tl.arange(0, HEAD_DIM)
-    merged = _merged_heads(partial_ptr, lse_ptr, row, h, h < NUM_HEADS, splits, NUM_HEADS, HEAD_DIM, ROUND_TO)
-    scale = tl.maximum(tl.max(tl.max(tl.abs(merged), axis=1), axis=0), 1e-12) / 448.0
-    out = out_ptr + row * NUM_HEADS * HEAD_DIM + h[:, None] * HEAD_DIM + d[None, :]
-    tl.store(out, (merged / scale).to(out_ptr.dtype.element_ty))
-    tl.store(scale_ptr + row * (NUM_HEADS // GROUP_HEADS) + group, scale)
+    tl.store(scale_ptr + row * (NUM_HEADS // GROUP) + group, scale)
 
 
 _TRITON_DTYPES = {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}
 
 
-def merge_quantize(o: Splits, dtype: torch.dtype, out_dtype: torch.dtype = FP8, num_warps: int = 8,
-                   pdl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def merge_quantize(o: Splits, dtype: torch.dtype, out_dtype: torch.dtype = FP8, num_warps: int = 8, pdl: bool = False,
+                   group_heads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """`ops.attention_output` with `fp8=True` as one kernel: the parts merged (in `dtype`) and
-    quantised per row: (rows [rows, heads * head_dim] in `out_dtype`, scales [rows, 1])."""
+    quantised per row: (rows [rows, heads * head_dim] in `out_dtype`, scales [rows, 1]). With
+    `group_heads` (a power of two dividing the heads), per row and group of that many heads
+    instead (scales [rows, heads / group_heads]), for our product kernel (`fp8_gemm.skinny_mm`
+    with `group_scales`)."""
     partial, lse = o.partial.contiguous(), o.lse.contiguous()
     rows, heads, splits, head_dim = partial.shape
+    group = heads if group_heads is None else group_heads
+    assert heads % group == 0 and (group_heads is None or group & (group - 1) == 0), (heads, group_heads)
     out = torch.empty(rows, heads * head_dim, dtype=out_dtype, device=partial.device)
-    scale = torch.empty(rows, 1, dtype=torch.float32, device=partial.device)
-    _merge_row_kernel[(rows,)](partial, lse, out, scale, splits, NUM_HEADS=heads, HEADS_PAD=triton.next_power_of_2(heads),
-                               HEAD_DIM=head_dim, ROUND_TO=_TRITON_DTYPES[dtype], PDL=pdl, num_warps=num_warps, launch_pdl=pdl)  # fmt: skip
-    return out, scale
-
-
-def merge_group_quantize(o: Splits, dtype: torch.dtype, group_heads: int, out_dtype: torch.dtype = FP8,
-                         pdl: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """The attention's parts merged (in `dtype`) and quantised per row and group of `group_heads`
-    heads (a power of two dividing the heads): (rows [rows, heads * head_dim] in `out_dtype`,
-    scales [rows, heads / group_heads]), for our product kernel (`fp8_gemm.skinny_grouped_mm`)."""
-    partial, lse = o.partial.contiguous(), o.lse.contiguous()
-    rows, heads, splits, head_dim = partial.shape
-    assert heads % group_heads == 0 and group_heads & (group_heads - 1) == 0, (heads, group_heads)
-    out = torch.empty(rows, heads * head_dim, dtype=out_dtype, device=partial.device)
-    scale = torch.empty(rows, heads // group_heads, dtype=torch.float32, device=partial.device)
-    _merge_group_kernel[(rows, heads // group_heads)](partial, lse, out, scale, splits, NUM_HEADS=heads, GROUP_HEADS=group_heads,
-                                                      HEAD_DIM=head_dim, ROUND_TO=_TRITON_DTYPES[dtype], PDL=pdl, num_warps=4,
-                                                      launch_pdl=pdl)  # fmt: skip
+    scale = torch.empty(rows, heads // group, dtype=torch.float32, device=partial.device)
+    _merge_kernel[(rows, heads // group)](partial, lse, out, scale, splits, NUM_HEADS=heads, GROUP=group, GROUP_PAD=triton.next_power_of_2(group),
+                                          HEAD_DIM=head_dim, ROUND_TO=_TRITON_DTYPES[dtype], PDL=pdl, num_warps=num_warps,
+                                          launch_pdl=pdl)  # fmt: skip
     return out, scale
 
 
@@ -484,8 +459,8 @@ def _group_configs(o_proj, rows: int, heads: int, head_dim: int) -> list[SkinnyC
 
 def _grouped_product(o_proj: FP8Linear, parts: Splits, config: SkinnyConfig, group_heads: int, dtype: torch.dtype, pdl: bool) -> Out:
     """o_proj's product of the attention's parts merged and quantised per row and group of heads."""
-    xq, x_scale = merge_group_quantize(parts, dtype, group_heads, pdl=pdl)
-    raw = skinny_grouped_mm(xq, x_scale, o_proj.weight, config, pdl)
+    xq, x_scale = merge_quantize(parts, dtype, num_warps=4, pdl=pdl, group_heads=group_heads)
+    raw = skinny_mm(xq, o_proj.weight, config, pdl, group_scales=x_scale)
     return Out(raw, o_proj.unit_rows[: raw.shape[0]], o_proj.weight_scale, o_proj.bias)
 
 
@@ -494,7 +469,7 @@ def _grouped_attention_output(plain: Callable, group_heads: int, rows: int, o, d
     """`ops.attention_output` before an o_proj in our product kernel: decode's parts of up to
     `rows` rows merged and quantised per group of heads, anything else by `plain`."""
     if fp8 and isinstance(o, Splits) and o.partial.shape[0] <= rows:
-        return merge_group_quantize(o, dtype, group_heads, out_dtype, pdl=pdl)
+        return merge_quantize(o, dtype, out_dtype, num_warps=4, pdl=pdl, group_heads=group_heads)
     return plain(o, dtype, fp8)
 
 

@@ -4,7 +4,7 @@ at and above one tile, outputs that do not fill a tile, inputs that are not a wh
 K tiles, and each of the engine's candidate configs. Its gate_up form with SiLU*up as the
 epilogue (`skinny_silu_mm`) equals SiLU(gate) * up of the scaled product, with each row's max
 per tile of channels, and `row_kernels.quantize_chunks` then gives the per-row quantisation.
-Its form for inputs quantised per group of K columns (`skinny_grouped_mm`) equals the sum of
+With an input quantised per group of K columns (`group_scales`) it equals the sum of
 each group's product times its scale;
 the op after such a gate_up (`row_kernels._silu_mul_after`) takes its product, and passes any
 other to the plain op.
@@ -73,11 +73,11 @@ for rows, width, k, config in cases:
     _, scale_ref = quantize_rows(ref.float())
     errors[key + " rows"] = ((q * scale - ref).abs().max() / ref.abs().max()).item()
     errors[key + " scale"] = ((scale - scale_ref).abs() / scale_ref).max().item()
-from solver.engines.native.fp8_gemm import skinny_grouped_mm
+from solver.engines.native.fp8_gemm import skinny_mm
 for rows, n, k, config in [(5, 70, 256, SkinnyConfig(32, 64, 4, 2)), (16, 130, 1024, CANDIDATES[0])]:
     x, w = torch.randn(rows, k), torch.randn(n, k)
     x_scale = torch.rand(rows, k // config.block_k) + 0.5
-    out = skinny_grouped_mm(x, x_scale, w, config)
+    out = skinny_mm(x, w, config, group_scales=x_scale)
     expected = sum(x_scale[:, g, None].double() * (x[:, g * config.block_k:(g + 1) * config.block_k].double()
                    @ w[:, g * config.block_k:(g + 1) * config.block_k].double().T) for g in range(k // config.block_k))
     errors[f"grouped {rows}x{n}x{k}"] = ((out.double() - expected).abs().max() / expected.abs().max()).item()

@@ -20,15 +20,15 @@ FLOATS = {"scale", "eps"}
 # constexprs of each kernel (sizes of the engine's shapes, small)
 KERNELS = {
     "skinny": (fp8_gemm._skinny_kernel, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, EVEN_K=True)),
-    "skinny_grouped": (fp8_gemm._skinny_grouped_kernel, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128)),
-    "merge_group": (row_kernels._merge_group_kernel, dict(NUM_HEADS=8, GROUP_HEADS=2, HEAD_DIM=64, ROUND_TO=triton.language.float32)),
+    "skinny_grouped": (fp8_gemm._skinny_kernel, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, EVEN_K=True, GROUP_SCALES=True)),
+    "merge_group": (row_kernels._merge_kernel, dict(NUM_HEADS=8, GROUP=2, GROUP_PAD=2, HEAD_DIM=64, ROUND_TO=triton.language.float32)),
     "skinny_silu": (fp8_gemm._skinny_silu_kernel, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, EVEN_K=True, CHUNKS=8)),
     "rope_store": (row_kernels._rope_store_kernel, dict(NUM_HEADS=4, NUM_KV_HEADS=2, HEAD_DIM=64, HAS_SCALES=True, HAS_BIAS=True, CLAMP=True)),
     "silu_row": (row_kernels._silu_row_kernel, dict(BLOCK=1024, HAS_SCALES=True)),
     "silu_chunk": (row_kernels._silu_chunk_kernel, dict(CHUNKS=8, BLOCK=512, HAS_SCALES=True)),
     "quantize_chunk": (row_kernels._quantize_chunk_kernel, dict(CHUNKS=8, BLOCK=512)),
     "add_norm": (row_kernels._add_norm_row_kernel, dict(BLOCK=1024, HAS_SCALES=True, HAS_RESIDUAL=True)),
-    "merge": (row_kernels._merge_row_kernel, dict(NUM_HEADS=5, HEADS_PAD=8, HEAD_DIM=64, ROUND_TO=triton.language.float32)),
+    "merge": (row_kernels._merge_kernel, dict(NUM_HEADS=5, GROUP=5, GROUP_PAD=8, HEAD_DIM=64, ROUND_TO=triton.language.float32)),
     "decode": (paged_attention._decode_kernel, dict(NUM_HEADS=8, NUM_KV_HEADS=2, GROUP=4, GROUP_PAD=16, HEAD_DIM=64, BLOCK_SIZE=16,
                                                     BLOCK_N=64, NUM_SPLITS=2, TOTAL_SPLITS=3, HAS_SHARED=False)),
     "decode_shared": (paged_attention._decode_kernel, dict(NUM_HEADS=8, NUM_KV_HEADS=2, GROUP=4, GROUP_PAD=16, HEAD_DIM=64,

@@ -5,7 +5,7 @@ rows and scales (stored unrounded as float32), in both variants, for rows that f
 several, and a chunk count that is not a power of two; add + RMSNorm + quantisation gives the
 eager sum, rows and scales, with and without a residual; the attention merge + quantisation
 gives the eager merge's rows and scales (a head count that is not a power of two, empty
-parts), and per group of heads (for our product kernel, `fp8_gemm.skinny_grouped_mm`), which the
+parts), and per group of heads (for our product kernel, `fp8_gemm.skinny_mm`), which the
 op before o_proj uses only for decode's parts of up to the kernel's rows; the choice at build takes the faster form and refuses a wrong one. The whole engine
 with the RoPE + KV-store kernel: `test_paged_prefill.py`. On the GPU (bf16, FP8, timing):
 `bench/engine.py` (its checks).
@@ -73,7 +73,7 @@ partial, lse = torch.randn(3, 8, 3, 16), torch.randn(3, 8, 3) * 3
 lse[0, 5, 1] = lse[2, :, 0] = float("-inf")
 merged = EAGER.attention_output(Splits(partial, lse), torch.float32, False).view(3, 4, 2 * 16)  # groups of 2 heads
 scale_ref = merged.abs().amax(-1).clamp(min=1e-12) / 448
-rows, scale = row_kernels.merge_group_quantize(Splits(partial, lse), torch.float32, 2, out_dtype=torch.float32)
+rows, scale = row_kernels.merge_quantize(Splits(partial, lse), torch.float32, out_dtype=torch.float32, group_heads=2)
 errors["merge per group rows"] = ((rows.view(3, 4, 32) * scale.unsqueeze(-1) - merged).abs().max() / merged.abs().max()).item()
 errors["merge per group scale"] = ((scale - scale_ref).abs() / scale_ref).max().item()
 op = lambda *args, **kwargs: row_kernels._grouped_attention_output(lambda o, dtype, fp8: "plain", 2, 3, *args, out_dtype=torch.float32)
