@@ -433,8 +433,10 @@ def kernel_kind(name: str) -> str:
 def profile_step(engine: NativeEngine, precision: str, num_samples: int, prompt_len: int) -> dict:
     """Where one decode step's time goes at `num_samples` rows, mid-generation: the whole step
     (wall), the CUDA-graph replay alone (CUDA events), the heaviest kernels of one replay and
-    their time by kind, and a timeline of 10 engine steps: how much of the wall the GPU is
-    busy, and the longest GPU-idle gaps."""
+    their time by kind, what each kernel adds to the replay (its end minus the previous
+    kernel's end: with programmatic launch a kernel's own time includes its wait), and a
+    timeline of 10 engine steps: how much of the wall the GPU is busy, and the longest GPU-idle
+    gaps."""
     from torch.profiler import ProfilerActivity, profile
 
     gen = torch.Generator().manual_seed(prompt_len)
@@ -480,8 +482,15 @@ def profile_step(engine: NativeEngine, precision: str, num_samples: int, prompt_
     # The replay's kernels in launch order, from the second layer's input norm on: what one
     # layer costs, kernel by kernel (a layer is the stretch between two "rsqrt" norm kernels).
     ordered = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
-    norms = [i for i, e in enumerate(ordered) if "rsqrt" in e.name]
+    norms = [i for i, e in enumerate(ordered) if "rsqrt" in e.name or "_add_norm" in e.name]
     one_layer = ordered[norms[2] : norms[4]] if len(norms) > 4 else ordered[:40]
+    # What each kernel adds to the replay: its end minus the previous kernel's end (with
+    # programmatic launch a kernel starts, and waits, before the one ahead of it has ended).
+    added: dict[str, float] = {}
+    ends = [e.time_range.end for e in ordered]
+    for i, e in enumerate(ordered):
+        added[e.name[:70]] = added.get(e.name[:70], 0.0) + (ends[i] - ends[i - 1] if i else e.device_time_total)
+    position = {id(e): i for i, e in enumerate(ordered)}
     by_kind: dict[str, float] = {}
     for name, times in kernels.items():
         by_kind[kernel_kind(name)] = by_kind.get(kernel_kind(name), 0.0) + sum(times)
@@ -520,6 +529,8 @@ def profile_step(engine: NativeEngine, precision: str, num_samples: int, prompt_
                               "largest_gaps_ms": [round(g / 1e3, 3) for g in sorted(gaps, reverse=True)[:12]]},
         "top_kernels": [(round(ms, 3), n, name) for ms, n, name in top],
         "one_layer_us": [(round(e.device_time_total, 1), e.name[:70]) for e in one_layer],
+        "one_layer_added_us": [(round(ends[position[id(e)]] - ends[position[id(e)] - 1], 1), e.name[:70]) for e in one_layer],
+        "replay_added_ms_by_kernel": sorted(((round(v / 1e3, 3), k) for k, v in added.items()), reverse=True)[:16],
         "cpu_self_ms_in_10_steps": [(round(e.self_cpu_time_total / 1e3, 3), e.count, e.key[:60]) for e in cpu_top],
     }  # fmt: skip
     log(json.dumps(result, indent=1))
