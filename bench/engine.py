@@ -480,7 +480,7 @@ def profile_step(engine: NativeEngine, precision: str, num_samples: int, prompt_
             kernels.setdefault(event.name[:90], []).append(event.device_time_total / 1e3)
     top = sorted(((sum(v), len(v), k) for k, v in kernels.items()), reverse=True)[:14]
     # The replay's kernels in launch order, from the second layer's input norm on: what one
-    # layer costs, kernel by kernel (a layer is the stretch between two "rsqrt" norm kernels).
+    # layer costs, kernel by kernel (a layer is the stretch between two input norm kernels).
     ordered = sorted((e for e in prof.events() if e.device_type.name == "CUDA"), key=lambda e: e.time_range.start)
     norms = [i for i, e in enumerate(ordered) if "rsqrt" in e.name or "_add_norm" in e.name]
     one_layer = ordered[norms[2] : norms[4]] if len(norms) > 4 else ordered[:40]

@@ -12,7 +12,8 @@
   kernel (the compiled form is two: 1.3 + 1.8 us per layer on an H100). With `group_heads` it
   quantises per row and group of heads instead, for an o_proj in our product kernel
   (`fp8_gemm.skinny_mm` with `group_scales`), which then needs no per-row maximum; timed with the product
-  against the product plus each per-row form (not yet run on a GPU).
+  against the product plus each per-row form (on an H200, 14B shape, 16 rows: within 0.7 us of
+  them, chosen in one of three builds).
 - `silu_mul_quantize`: SiLU(gate) * up of the gate_up product and its per-row FP8 quantisation
   for the down projection. The compiled form is a split reduction: three kernels, 7.5 us per
   layer for 16 rows of Qwen2.5-14B on an H100. Two variants: the row held whole by one program
