@@ -80,8 +80,12 @@ class DecodeKernel:
         own = num_splits_for(rows, num_kv_heads, device, self.programs_per_sm)
         if not shared:
             return 0, own
-        tiles = -(-rows * (num_heads // num_kv_heads) // self.shared_block_q)
+        tiles = self.shared_tiles(rows, num_heads // num_kv_heads)
         return self.shared_splits or num_splits_for(tiles, num_kv_heads, device), own
+
+    def shared_tiles(self, rows: int, group: int) -> int:
+        """Tiles of `shared_block_q` (row, query head) pairs of one KV head's `group` heads."""
+        return -(-rows * group // self.shared_block_q)
 
 
 class Splits(NamedTuple):

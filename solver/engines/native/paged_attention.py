@@ -80,6 +80,14 @@ def _attend(q, k_ptr, v_ptr, table_ptr, start, end, kv_head, scale,
 
 
 @triton.jit
+def _in_product_dtype(q, IN_FP16: tl.constexpr):
+    """The query as the products take it: as it is, or with IN_FP16 in float16, clamped to its range."""
+    if IN_FP16:
+        q = tl.minimum(tl.maximum(q.to(tl.float32), -65504.0), 65504.0).to(tl.float16)
+    return q
+
+
+@triton.jit
 def _store_split(out_ptr, lse_ptr, acc, m, l, index, mask, HEAD_DIM: tl.constexpr):
     """One split's normalised output and log-sum-exp at flat (row, head, split) `index` [Q]."""
     d = tl.arange(0, HEAD_DIM)
@@ -111,8 +119,7 @@ def _own_part(index, q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, shared_ptr, out_
     d = tl.arange(0, HEAD_DIM)
     heads = kv_head * GROUP + g
     q = tl.load(q_ptr + (row * NUM_HEADS + heads)[:, None] * HEAD_DIM + d[None, :], mask=(g < GROUP)[:, None], other=0.0)
-    if IN_FP16:
-        q = tl.minimum(tl.maximum(q.to(tl.float32), -65504.0), 65504.0).to(tl.float16)
+    q = _in_product_dtype(q, IN_FP16)
     acc, m, l = _attend(q, k_ptr, v_ptr, tables_ptr + row * table_stride, start, end, kv_head, scale,
                         NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE, BLOCK_N, PREFETCH=PREFETCH)  # fmt: skip
     _store_split(out_ptr, lse_ptr, acc, m, l, (row * NUM_HEADS + heads) * TOTAL_SPLITS + SPLIT_BASE + split, g < GROUP, HEAD_DIM)
@@ -141,8 +148,7 @@ def _shared_part(index, q_ptr, k_ptr, v_ptr, tables_ptr, shared_ptr, out_ptr, ls
     head = kv_head * GROUP + j % GROUP
     d = tl.arange(0, HEAD_DIM)
     q = tl.load(q_ptr + (row * NUM_HEADS + head)[:, None] * HEAD_DIM + d[None, :], mask=valid[:, None], other=0.0)
-    if IN_FP16:
-        q = tl.minimum(tl.maximum(q.to(tl.float32), -65504.0), 65504.0).to(tl.float16)
+    q = _in_product_dtype(q, IN_FP16)
     acc, m, l = _attend(q, k_ptr, v_ptr, tables_ptr, start, end, kv_head, scale, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE, BLOCK_N,
                         PREFETCH=PREFETCH)  # fmt: skip
     _store_split(out_ptr, lse_ptr, acc, m, l, (row * NUM_HEADS + head) * TOTAL_SPLITS + split, valid, HEAD_DIM)
@@ -194,7 +200,7 @@ def paged_decode_splits(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
     group = heads // kv_heads
     q = q.contiguous()
     shared_splits, own_splits = kernel.splits(rows, heads, kv_heads, q.device, shared=meta.shared_len is not None)
-    tiles = -(-rows * group // kernel.shared_block_q)
+    tiles = kernel.shared_tiles(rows, group)
     total = shared_splits + own_splits
     partial = torch.empty(rows, heads, total, head_dim, dtype=torch.float32, device=q.device)
     lse = torch.empty(rows, heads, total, dtype=torch.float32, device=q.device)
