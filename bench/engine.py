@@ -265,7 +265,8 @@ def check_fp8() -> dict[str, float]:
     engine.close()
     # The FP8 row kernels, each forced, against the compiled ops' outputs (dequantised rows).
     from solver.engines.native.attention import Splits
-    from solver.engines.native.row_kernels import _silu_in_product, add_norm_quantize, merge_quantize, silu_mul_quantize
+    from solver.engines.native.fp8_gemm import SkinnyConfig
+    from solver.engines.native.row_kernels import _grouped_product, _silu_in_product, add_norm_quantize, merge_quantize, silu_mul_quantize
 
     layer, bf16 = quantized.layers[0], torch.bfloat16  # the last form of MODES: our product kernel
     gate_up_in = quantize_rows(torch.randn(16, 256, device="cuda", dtype=bf16))
@@ -289,10 +290,6 @@ def check_fp8() -> dict[str, float]:
         assert err < 5e-2, f"row kernel {name}: relative error {err:.2e} against the compiled op"
     # o_proj in our product kernel on the attention quantised per group of heads, against the
     # compiled merge + per-row quantisation and the same product
-    from solver.engines.native.row_kernels import _grouped_product
-
-    from solver.engines.native.fp8_gemm import SkinnyConfig
-
     config, head_dim = SkinnyConfig(64, 64, 4, 2), quantized.shape.head_dim  # 4 groups of 2 heads
     grouped = dequantize(_grouped_product(layer.o_proj, parts, config, config.block_k // head_dim, bf16, pdl=False), torch.float32).float()
     expected = dequantize(layer.o_proj(quantized.ops.attention_output(parts, bf16, True)), torch.float32).float()
@@ -618,12 +615,16 @@ def main() -> None:
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             (args.out / "results.json").write_text(json.dumps({"checks": checks, "bandwidth": bw, "rows": [asdict(r) for r in rows]}, indent=1))
+
+    def record(row: Row) -> None:
+        rows.append(row)
+        log(row)
+        save()
+
     weights_b = sum(p.numel() * 2 for n, p in hf.named_parameters() if "embed_tokens" not in n)
     for n in [] if args.profile or args.no_baseline else args.samples:
         try:
-            rows.append(run_transformers(hf, weights_b, bw, n, args.prompt_tokens, args.baseline_new_tokens))
-            log(rows[-1])
-            save()
+            record(run_transformers(hf, weights_b, bw, n, args.prompt_tokens, args.baseline_new_tokens))
         except Exception as exc:  # report and go on: the baseline must not stop our measurements
             log(f"transformers continuous batching failed at {n} samples: {type(exc).__name__}: {exc}")
     native = from_hf(hf, max_len, consume=True)
@@ -656,23 +657,14 @@ def main() -> None:
             run_workload(engine, wb, bw, precision, 2, 100, [8, 8])  # warm-up
             if args.profile:
                 checks[f"profile_{precision}_{json.dumps(decode_kernel)}"] = [profile_step(engine, precision, n, args.prompt_tokens) for n in args.samples]
-                engine.close()
-                del engine
-                torch.cuda.empty_cache()
-                continue
-            for n in args.samples:
-                rows.append(run_workload(engine, wb, bw, precision, n, args.prompt_tokens, [args.new_tokens] * n))
-                log(rows[-1])
-                save()
-            if args.long_prompt_tokens and (precision == "bf16" or args.quick):
-                rows.append(run_workload(engine, wb, bw, precision, 16, args.long_prompt_tokens, [args.new_tokens] * 16))
-                log(rows[-1])
-                save()
-            if args.tutorial:
-                lengths = [4500 + 90 * i for i in range(12)]
-                rows.append(run_workload(engine, wb, bw, precision, 12, 200, lengths, stop_after=10, label="200+~5000, stop after 10"))
-                log(rows[-1])
-                save()
+            else:
+                for n in args.samples:
+                    record(run_workload(engine, wb, bw, precision, n, args.prompt_tokens, [args.new_tokens] * n))
+                if args.long_prompt_tokens and (precision == "bf16" or args.quick):
+                    record(run_workload(engine, wb, bw, precision, 16, args.long_prompt_tokens, [args.new_tokens] * 16))
+                if args.tutorial:
+                    lengths = [4500 + 90 * i for i in range(12)]
+                    record(run_workload(engine, wb, bw, precision, 12, 200, lengths, stop_after=10, label="200+~5000, stop after 10"))
             engine.close()
             del engine
             torch.cuda.empty_cache()
