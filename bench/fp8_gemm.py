@@ -2,7 +2,7 @@
 Triton kernel for few rows (`fp8_gemm.skinny_mm`) and the BF16 product, for the linears of the
 Qwen2.5-14B shape at 16 and 64 rows.
 
-    python bench/fp8_gemm.py [ROWS ...]   (default: 16 64)
+    python bench/fp8_gemm.py
 
 Each product is timed inside a CUDA graph of 20 calls that cycles through enough copies of the
 weight (>= 256 MB together) that none is served from the L2 cache, as in a decode step where
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine import copy_bandwidth, log  # noqa: E402
 
-from solver.engines.native.fp8_gemm import SkinnyConfig, skinny_mm, stream_mm  # noqa: E402
+from solver.engines.native.fp8_gemm import SkinnyConfig, skinny_mm  # noqa: E402
 from solver.engines.native.ops import FP8, quantize_rows  # noqa: E402
 from solver.engines.native.timing import graph_time_ms  # noqa: E402
 
@@ -34,7 +34,6 @@ SHAPES = {"qkv": (7168, 5120), "o_proj": (5120, 5120), "gate_up": (27648, 5120),
 CONFIGS = [SkinnyConfig(bn, bk, 4, 4) for bn, bk in itertools.product((32, 64, 128), (128, 256))]
 CONFIGS += [SkinnyConfig(32, 512, 4, 3), SkinnyConfig(32, 256, 2, 6)]
 CONFIGS += [SkinnyConfig(64, 256, w, st) for w, st in ((8, 4), (4, 3), (4, 6))]
-CONFIGS += [SkinnyConfig(bn, 256, 4, st, stream=True) for bn, st in ((64, 4), (64, 6), (32, 4), (32, 6), (128, 4))]
 
 
 def time_us(fn, copies: int) -> float:
@@ -48,8 +47,7 @@ def main() -> None:
     log(f"copy bandwidth: {bw / 1e12:.2f} TB/s")
     one = torch.ones((), device="cuda")
     table, best = [], {}
-    row_counts = [int(r) for r in sys.argv[1:]] or [16, 64]  # python bench/fp8_gemm.py [ROWS ...]
-    for (name, (n, k)), rows in itertools.product(SHAPES.items(), row_counts):
+    for (name, (n, k)), rows in itertools.product(SHAPES.items(), (16, 64)):
         copies = max(2, -(-(256 << 20) // (n * k)))
         w16 = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(copies)]
         w8 = [(torch.randn(n, k, device="cuda") * 100).clamp(-448, 448).to(FP8) for _ in range(copies)]
@@ -65,32 +63,22 @@ def main() -> None:
         reference = xq.float() @ w8[0].float().t()  # exact products, float32 sums
         cublas = torch._scaled_mm(xq, w8[0].t(), scale_a=one, scale_b=one, out_dtype=torch.float32)
         log(f"{name} rows={rows}: cuBLAS tensorwise vs float32 reference, relative error {((cublas - reference).norm() / reference.norm()).item():.2e}")
-        counts = torch.zeros(n, dtype=torch.int32, device="cuda")  # the spread-out kernel's arrivals per tile
-
-        def product(c: SkinnyConfig, i: int) -> torch.Tensor:
-            return stream_mm(xq, w8[i], counts, c) if c.stream else skinny_mm(xq, w8[i], c)
-
         for c in CONFIGS:
             try:
-                got = product(c, 0)
+                got = skinny_mm(xq, w8[0], c)
             except Exception as exc:  # a config this Triton cannot build: skip it, say so
                 log(f"{name} rows={rows} {c}: {type(exc).__name__}: {str(exc)[:160]}")
                 continue
             err = ((got - reference).norm() / reference.norm()).item()
             assert err < 1e-3, f"skinny_mm {name} rows={rows} {c}: relative error {err:.2e} against the float32 reference"
-            variants[c.name] = (lambda i, c=c: product(c, i), fp8_bytes + 4 * rows * n)
+            variants[c.name] = (lambda i, c=c: skinny_mm(xq, w8[i], c), fp8_bytes + 4 * rows * n)
         results = {}
         for label, (fn, nbytes) in variants.items():
             us = time_us(fn, copies)
             results[label] = (us, 100 * nbytes / bw * 1e6 / us)
-        for c in CONFIGS:  # after hundreds of replays the spread-out kernel's counts must still be right
-            if c.stream and c.name in variants:
-                err = ((product(c, 0) - reference).norm() / reference.norm()).item()
-                assert err < 1e-3 and not counts.any(), f"stream_mm {name} rows={rows} {c} after timing: {err:.2e}, counts {counts.sum()}"
-        triton_best = min((v for v in results if v.startswith("triton") and not v.endswith("stream")), key=lambda v: results[v][0], default=None)
-        stream_best = min((v for v in results if v.endswith("stream")), key=lambda v: results[v][0], default=None)
+        triton_best = min((v for v in results if v.startswith("triton")), key=lambda v: results[v][0], default=None)
         best[f"{name}/{rows}"] = triton_best
-        for label in ("bf16", "rowwise", "tensorwise", triton_best, stream_best):
+        for label in ("bf16", "rowwise", "tensorwise", triton_best):
             if label in results:
                 table.append((name, rows, label, *results[label]))
         log(json.dumps({f"{name}/{rows}": {v: round(t, 1) for v, (t, _) in sorted(results.items(), key=lambda kv: kv[1][0])[:8]}}))
@@ -100,11 +88,11 @@ def main() -> None:
     for name, rows, label, us, pct in table:
         log(f"| {name} | {rows} | {label} | {us:.1f} | {pct:.0f}% |")
     per_step = {}
-    for rows in row_counts:
-        for label in ("bf16", "rowwise", "tensorwise", "triton", "stream"):
+    for rows in (16, 64):
+        for label in ("bf16", "rowwise", "tensorwise", "triton"):
             total = 0.0
             for name in SHAPES:
-                row = [t for t in table if t[0] == name and t[1] == rows and (t[2].endswith(label) if label == "stream" else t[2].startswith(label))]
+                row = [t for t in table if t[0] == name and t[1] == rows and t[2].startswith(label)]
                 total += row[0][3] * (48 if name != "lm_head" else 1)
             per_step[f"{label}/{rows}"] = round(total / 1e3, 3)
     log("per decode step, 48 layers + lm_head, ms:", json.dumps(per_step))

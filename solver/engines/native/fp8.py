@@ -76,8 +76,6 @@ class FP8Linear(nn.Module):
         self.bias = bias
         self.register_buffer("one", torch.ones((), dtype=torch.float32, device=weight.device), persistent=False)
         self.register_buffer("unit_rows", torch.ones(fp8_gemm.MAX_ROWS, 1, device=weight.device), persistent=False)
-        # the spread-out product's arrivals per tile (`fp8_gemm.stream_mm`; zero between calls)
-        self.register_buffer("tile_counts", torch.zeros(-(-weight.shape[0] // 16), dtype=torch.int32, device=weight.device), persistent=False)
 
     def forward(self, x: tuple[torch.Tensor, torch.Tensor]) -> Out | SiluProduct:
         """x: (fp8 rows [rows, in], their scales [rows, 1]) from `ops.linear_input`, or scales per
@@ -93,10 +91,7 @@ class FP8Linear(nn.Module):
         if self.skinny is not None and xq.is_cuda and xq.shape[0] <= self.skinny_rows:
             if self.silu_epilogue:
                 return SiluProduct(*fp8_gemm.skinny_silu_mm(xq, x_scale, self.weight, self.weight_scale, self.skinny, self.pdl))
-            if self.skinny.stream:
-                y = fp8_gemm.stream_mm(xq, self.weight, self.tile_counts, self.skinny, self.pdl)
-            else:
-                y = fp8_gemm.skinny_mm(xq, self.weight, self.skinny, self.pdl)
+            y = fp8_gemm.skinny_mm(xq, self.weight, self.skinny, self.pdl)
         else:
             y = torch._scaled_mm(xq, self.weight.t(), scale_a=self.one, scale_b=self.one, out_dtype=torch.float32)
         return Out(y, x_scale, self.weight_scale, self.bias)

@@ -23,7 +23,6 @@ interpreter, which cannot run FP8).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -98,69 +97,6 @@ def _skinny_silu_kernel(x_ptr, w_ptr, x_scale_ptr, w_scale_ptr, h_ptr, chunk_max
     tl.store(chunk_max_ptr + m * CHUNKS + tile, tl.max(tl.abs(h), axis=0), mask=m < M)
 
 
-@triton.jit
-def _tile_sharers(tile, steps, units, PROGRAMS):
-    """The first and last program whose run holds units of `tile` (runs as in `_stream_kernel`)."""
-    return ((tile * steps + 1) * PROGRAMS - 1) // units, ((tile + 1) * steps * PROGRAMS - 1) // units
-
-
-@triton.jit
-def _stream_kernel(x_ptr, w_ptr, out_ptr, part_ptr, count_ptr, M, N, K, PROGRAMS,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MAX_SHARERS: tl.constexpr,
-                   PDL: tl.constexpr = False):  # fmt: skip
-    """`_skinny_kernel`'s product with the work spread evenly over PROGRAMS programs: the units
-    (tile, K step), tile by tile, are cut into PROGRAMS runs of equal length, so a tile may be
-    shared by up to MAX_SHARERS programs. A run's tiles in the middle are its own; of its first
-    and last tile it may hold only a part. It writes such a part to its slot of part_ptr
-    ([PROGRAMS, 2, BLOCK_N, BLOCK_M]: one for its first tile, one for its last), then, after its
-    loop, counts itself in at count_ptr[tile]; the program that arrives last sums the tile's
-    parts, stores it and sets the count back to zero. K is a whole number of BLOCK_K."""
-    wait_for_previous(PDL)
-    p = tl.program_id(0)
-    steps = K // BLOCK_K
-    units = tl.cdiv(N, BLOCK_N) * steps
-    start = p * units // PROGRAMS
-    end = (p + 1) * units // PROGRAMS
-    j = tl.arange(0, BLOCK_N)
-    m = tl.arange(0, BLOCK_M)
-    kk = tl.arange(0, BLOCK_K)
-    x_rows = x_ptr + m.to(tl.int64)[:, None] * K
-    cells = j[:, None] * BLOCK_M + m[None, :]  # a part's layout
-    acc = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
-    for u in range(start, end):
-        tile = u // steps
-        step = u - tile * steps
-        k = step * BLOCK_K + kk
-        n = tile * BLOCK_N + j
-        w = tl.load(w_ptr + n.to(tl.int64)[:, None] * K + k[None, :], mask=(n < N)[:, None], other=0.0)
-        x = tl.load(x_rows + k[None, :], mask=(m < M)[:, None], other=0.0)
-        acc += tl.dot(w, tl.trans(x))  # summed in float32 per tile, see the module's note
-        if (u == end - 1) | (step == steps - 1):  # the end of this run's share of the tile
-            first, last = _tile_sharers(tile, steps, units, PROGRAMS)
-            if first == last:
-                tl.store(out_ptr + m.to(tl.int64)[None, :] * N + n[:, None], acc, mask=(n < N)[:, None] & (m < M)[None, :])
-            else:
-                slot = 2 * p + (tile != start // steps).to(tl.int32)
-                tl.store(part_ptr + slot * (BLOCK_N * BLOCK_M) + cells, acc)
-            acc = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
-    # (A barrier inside the loop would stop Triton pipelining it: the parts are counted here.)
-    tl.debug_barrier()  # every thread's parts written before the count says so
-    for end_of_run in tl.static_range(2):
-        tile = (end - 1) // steps if end_of_run else start // steps
-        first, last = _tile_sharers(tile, steps, units, PROGRAMS)
-        if (first != last) & ((end_of_run == 0) | (tile != start // steps)):
-            if tl.atomic_add(count_ptr + tile, 1) == last - first:  # the last to arrive: acquires the others' parts
-                n = tile * BLOCK_N + j
-                total = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
-                for i in tl.static_range(MAX_SHARERS):
-                    q = first + i
-                    q_slot = 2 * q + (tile != (q * units // PROGRAMS) // steps).to(tl.int32)
-                    total += tl.load(part_ptr + q_slot * (BLOCK_N * BLOCK_M) + cells, mask=(q <= last) & (cells >= 0), other=0.0,
-                                     cache_modifier=".cg")  # fmt: skip
-                tl.store(out_ptr + m.to(tl.int64)[None, :] * N + n[:, None], total, mask=(n < N)[:, None] & (m < M)[None, :])
-                tl.atomic_xchg(count_ptr + tile, 0)
-
-
 MAX_ROWS = 64  # beyond this the weight would be read once per 64 rows: cuBLAS's tiles serve better
 
 
@@ -170,19 +106,17 @@ class SkinnyConfig:
     block_k: int = 256
     num_warps: int = 4
     num_stages: int = 4
-    stream: bool = False  # the work spread evenly over one program per multiprocessor (`stream_mm`)
 
     @property
     def name(self) -> str:
-        return f"triton/{self.block_n}x{self.block_k}/w{self.num_warps}/s{self.num_stages}" + ("/stream" if self.stream else "")
+        return f"triton/{self.block_n}x{self.block_k}/w{self.num_warps}/s{self.num_stages}"
 
     @classmethod
     def parse(cls, name: str) -> SkinnyConfig:
-        """The config of a `name` ("triton/64x256/w4/s6", "triton/64x256/w4/s6/stream")."""
-        _, tile, warps, stages, *stream = name.split("/")
+        """The config of a `name` ("triton/64x256/w4/s6")."""
+        _, tile, warps, stages = name.split("/")
         block_n, block_k = tile.split("x")
-        assert stream in ([], ["stream"]), name
-        return cls(int(block_n), int(block_k), int(warps[1:]), int(stages[1:]), bool(stream))
+        return cls(int(block_n), int(block_k), int(warps[1:]), int(stages[1:]))
 
 
 # What the engine times for each kind of linear: the fastest at 16 and 64 rows for the
@@ -192,7 +126,6 @@ class SkinnyConfig:
 CANDIDATES = (
     SkinnyConfig(64, 256, 4, 6), SkinnyConfig(64, 256, 4, 4), SkinnyConfig(64, 256, 4, 3), SkinnyConfig(128, 256, 4, 4),
     SkinnyConfig(32, 256, 4, 4), SkinnyConfig(32, 512, 4, 3),
-    SkinnyConfig(64, 256, 4, 6, stream=True), SkinnyConfig(64, 256, 4, 4, stream=True), SkinnyConfig(32, 256, 4, 6, stream=True),
 )  # fmt: skip
 
 
@@ -217,43 +150,6 @@ def skinny_mm(x: torch.Tensor, w: torch.Tensor, config: SkinnyConfig = CANDIDATE
                          BLOCK_K=c.block_k, EVEN_K=k % c.block_k == 0, GROUP_SCALES=group_scales is not None, PDL=pdl,
                          num_warps=c.num_warps, num_stages=c.num_stages, launch_pdl=pdl)  # fmt: skip
     return out
-
-
-def stream_mm(x: torch.Tensor, w: torch.Tensor, counts: torch.Tensor, config: SkinnyConfig = CANDIDATES[0], pdl: bool = False,
-              programs: int | None = None) -> torch.Tensor:  # fmt: skip
-    """`skinny_mm`'s product (x [rows <= MAX_ROWS, in] @ w.T, float32) with the (tile, K step)
-    units spread evenly over `programs` programs (default: one per multiprocessor), so that no
-    multiprocessor idles while others finish their tiles (`_stream_kernel`). `counts`: int32
-    zeros, one per tile of config.block_n outputs at least, left zero after the call (the caller
-    keeps it; calls that share it must not run at the same time). `in` must be a whole number of
-    config.block_k."""
-    x, w = x.contiguous(), w.contiguous()
-    rows, k = x.shape
-    n, k_w = w.shape
-    c = config
-    if k != k_w or rows > MAX_ROWS or k % c.block_k:
-        raise ValueError(f"stream_mm takes at most {MAX_ROWS} rows and `in` a multiple of {c.block_k}; got {tuple(x.shape)} @ {tuple(w.shape)}.T")
-    steps, tiles = k // c.block_k, triton.cdiv(n, c.block_n)
-    assert counts.dtype == torch.int32 and counts.numel() >= tiles, (counts.dtype, counts.shape, tiles)
-    programs = min(programs or multiprocessors(x.device), tiles * steps)
-    shortest_run = tiles * steps // programs
-    block_m = max(16, triton.next_power_of_2(rows))
-    out = torch.empty(rows, n, dtype=torch.float32, device=x.device)
-    parts = torch.empty(programs, 2, c.block_n, block_m, dtype=torch.float32, device=x.device)
-    _stream_kernel[(programs,)](x, w, out, parts, counts, rows, n, k, programs, BLOCK_M=block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k,
-                                MAX_SHARERS=triton.cdiv(steps - 1, shortest_run) + 1, PDL=pdl, num_warps=c.num_warps,
-                                num_stages=c.num_stages, launch_pdl=pdl)  # fmt: skip
-    return out
-
-
-@functools.cache
-def _multiprocessors(device: str) -> int:
-    return torch.cuda.get_device_properties(device).multi_processor_count if device.startswith("cuda") else 4
-
-
-def multiprocessors(device: torch.device) -> int:
-    """The device's multiprocessors (on the CPU, where Triton's interpreter runs: 4)."""
-    return _multiprocessors(str(device))
 
 
 def skinny_silu_mm(x: torch.Tensor, x_scale: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, config: SkinnyConfig = CANDIDATES[0],

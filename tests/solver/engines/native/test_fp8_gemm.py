@@ -28,7 +28,7 @@ torch.manual_seed(0)
 cases = [(5, 70, 300, SkinnyConfig(32, 64, 4, 2)), (16, 128, 512, SkinnyConfig(64, 128, 4, 2)),
          (37, 64, 256, SkinnyConfig(32, 32, 4, 2)), (1, 33, 100, SkinnyConfig(32, 64, 4, 2)),
          (70, 40, 96, SkinnyConfig(32, 32, 4, 2))]
-cases += [(16, 130, 1024, c) for c in CANDIDATES if not c.stream]
+cases += [(16, 130, 1024, c) for c in CANDIDATES]
 errors = []
 for rows, n, k, config in cases:
     x, w = torch.randn(rows, k), torch.randn(n, k)
@@ -43,46 +43,8 @@ print(json.dumps(errors))
 @pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
 def test_skinny_mm_partials_sum_to_the_product_in_the_triton_interpreter():
     errors = run_in_interpreter(_CHECK)
-    assert len(errors) == 5 + len([c for c in CANDIDATES if not c.stream])
+    assert len(errors) == 5 + len(CANDIDATES)
     assert max(errors) < 1e-5, errors
-
-
-_STREAM_CHECK = """
-import json, torch
-from solver.engines.native.fp8_gemm import CANDIDATES, SkinnyConfig, stream_mm
-torch.manual_seed(0)
-errors = {}
-# (rows, outputs, in, config, programs): runs shorter and longer than a tile, tiles shared by 1-4
-# programs, outputs that do not fill a tile, one row, a whole 64-row block
-cases = [(5, 70, 256, SkinnyConfig(32, 32, 4, 2, True), 7), (16, 128, 512, SkinnyConfig(64, 64, 4, 2, True), 3),
-         (16, 96, 320, SkinnyConfig(32, 32, 4, 2, True), 13), (37, 64, 128, SkinnyConfig(32, 32, 4, 2, True), 5),
-         (1, 33, 96, SkinnyConfig(32, 32, 4, 2, True), 2), (16, 64, 640, SkinnyConfig(32, 64, 4, 2, True), 20),
-         (64, 40, 64, SkinnyConfig(32, 32, 4, 2, True), 4)]
-cases += [(16, 130, 1024, c, 5) for c in CANDIDATES if c.stream]
-for rows, n, k, config, programs in cases:
-    counts = torch.zeros(64, dtype=torch.int32)
-    for call in range(2):  # the counts are left at zero for the next call
-        x, w = torch.randn(rows, k), torch.randn(n, k)
-        out = stream_mm(x, w, counts, config, programs=programs)
-        assert out.shape == (rows, n) and out.dtype == torch.float32, (out.shape, out.dtype)
-        expected = x.double() @ w.double().T
-        errors[f"{rows}x{n}x{k} {config.name}/{programs} call {call}"] = ((out.double() - expected).abs().max() / expected.abs().max()).item()
-    errors[f"{rows}x{n}x{k} {config.name}/{programs} counts left"] = float(counts.abs().sum())
-for bad in [(torch.randn(16, 100), torch.randn(8, 100)), (torch.randn(65, 256), torch.randn(8, 256))]:
-    try:
-        stream_mm(*bad, torch.zeros(8, dtype=torch.int32), SkinnyConfig(32, 64, 4, 2, True))
-        errors[f"refused {tuple(bad[0].shape)}"] = 1.0
-    except ValueError:
-        errors[f"refused {tuple(bad[0].shape)}"] = 0.0
-print(json.dumps(errors))
-"""
-
-
-@pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
-def test_spread_out_product_sums_each_tiles_parts_once_and_leaves_its_counts_at_zero_in_the_triton_interpreter():
-    errors = run_in_interpreter(_STREAM_CHECK)
-    assert len(errors) == 3 * (7 + len([c for c in CANDIDATES if c.stream])) + 2
-    assert max(errors.values()) < 1e-5, errors
 
 
 _SILU_CHECK = """
@@ -133,7 +95,6 @@ def test_gate_up_product_with_the_silu_epilogue_and_grouped_input_scales_in_the_
 
 
 def test_config_names_round_trip():
-    for config in (*CANDIDATES, SkinnyConfig(32, 64, 8, 2), SkinnyConfig(32, 64, 8, 2, stream=True)):
+    for config in (*CANDIDATES, SkinnyConfig(32, 64, 8, 2)):
         assert SkinnyConfig.parse(config.name) == config
     assert CANDIDATES[0].name == "triton/64x256/w4/s6"
-    assert SkinnyConfig(64, 256, 4, 6, stream=True).name == "triton/64x256/w4/s6/stream"

@@ -15,14 +15,13 @@ from triton.compiler import ASTSource  # noqa: E402
 
 from solver.engines.native import fp8_gemm, paged_attention, paged_prefill, row_kernels  # noqa: E402
 
-INT_POINTERS = {"tables_ptr", "lens_ptr", "shared_ptr", "slot_ptr", "info_ptr", "tiles_ptr", "count_ptr"}
+INT_POINTERS = {"tables_ptr", "lens_ptr", "shared_ptr", "slot_ptr", "info_ptr", "tiles_ptr"}
 FLOATS = {"scale", "eps"}
 # constexprs of each kernel (sizes of the engine's shapes, small)
 KERNELS = {
     "skinny": (fp8_gemm._skinny_kernel, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, EVEN_K=True)),
     "skinny_grouped": (fp8_gemm._skinny_kernel, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, EVEN_K=True, GROUP_SCALES=True)),
     "merge_group": (row_kernels._merge_kernel, dict(NUM_HEADS=8, GROUP=2, GROUP_PAD=2, HEAD_DIM=64, ROUND_TO=triton.language.float32)),
-    "stream": (fp8_gemm._stream_kernel, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, MAX_SHARERS=3)),
     "skinny_silu": (fp8_gemm._skinny_silu_kernel, dict(BLOCK_M=16, BLOCK_N=64, BLOCK_K=128, EVEN_K=True, CHUNKS=8)),
     "rope_store": (row_kernels._rope_store_kernel, dict(NUM_HEADS=4, NUM_KV_HEADS=2, HEAD_DIM=64, HAS_SCALES=True, HAS_BIAS=True, CLAMP=True)),
     "silu_row": (row_kernels._silu_row_kernel, dict(BLOCK=1024, HAS_SCALES=True)),
