@@ -45,6 +45,7 @@ QWEN25_14B = dict(
     hidden_size=5120, intermediate_size=13824, num_hidden_layers=48, num_attention_heads=40,
     num_key_value_heads=8, vocab_size=152064, rms_norm_eps=1e-6, rope_theta=1e6, tie_word_embeddings=False,
 )  # fmt: skip
+OWN_STEPS = 64  # decode steps after each sample's own long prompt (--own-context)
 LOGIT_STD = 3.0  # spread of the random model's logits: at T=0.6 the top 1,024 hold >= 0.95 of the mass
 
 
@@ -342,15 +343,16 @@ def weight_bytes(model: CausalLM) -> int:
 
 
 def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str, num_samples: int, prompt_len: int,
-                 lengths: list[int], stop_after: int | None = None, label: str | None = None) -> Row:  # fmt: skip
+                 lengths: list[int], stop_after: int | None = None, label: str | None = None, own_prompts: bool = False) -> Row:  # fmt: skip
+    """`own_prompts`: each sample its own prompt (nothing shared), else one prompt for all."""
     gen = torch.Generator().manual_seed(prompt_len)
-    prompt = tuple(torch.randint(10, engine.vocab_size - 10, (prompt_len,), generator=gen).tolist())
+    prompts = [tuple(torch.randint(10, engine.vocab_size - 10, (prompt_len,), generator=gen).tolist()) for _ in range(num_samples if own_prompts else 1)]
     kv_per_token = engine.runner.model.shape.kv_bytes_per_token(engine.runner.kv_cache[0][0].element_size())
     fallback_before = engine.stats.extra.get("sampling_fallback_rows", 0)
     torch.cuda.synchronize()
     start = time.perf_counter()
     for i in range(num_samples):
-        engine.add(Request(f"s{i}", prompt, SamplingParams(max_tokens=lengths[i], temperature=0.6, top_p=0.95, seed=i)))
+        engine.add(Request(f"s{i}", prompts[i % len(prompts)], SamplingParams(max_tokens=lengths[i], temperature=0.6, top_p=0.95, seed=i)))
     tokens = finished = 0
     decode_s = decode_bytes = unique_bytes = other_s = 0.0
     decode_steps = other_steps = 0
@@ -359,7 +361,7 @@ def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str
         running = engine.scheduler.running if not engine.scheduler.waiting else []
         context = sum(s.num_tokens for s in running)
         # The samples share the prompt's blocks: an ideal kernel would read them once per step.
-        unique = prompt_len + sum(s.num_tokens - prompt_len for s in running) if running else 0
+        unique = (0 if own_prompts else prompt_len) + sum(s.num_tokens - (0 if own_prompts else prompt_len) for s in running) if running else 0
         t0 = time.perf_counter()
         deltas = engine.step()
         dt = time.perf_counter() - t0
@@ -554,6 +556,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--baseline-new-tokens", type=int, default=128, help="transformers is slow: fewer tokens for it")
     parser.add_argument("--long-prompt-tokens", type=int, default=7000, help="prompt of the long-context point (0: skip)")
     parser.add_argument("--tutorial", action="store_true", help="also 12 samples of ~5,000 tokens, stop after 10")
+    parser.add_argument("--own-context", type=int, nargs="+", default=[],
+                        help="also 16 samples each with its own prompt of this many tokens (late in long generations), 64 decode steps each")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the BF16 rows (the model is still built in bf16)")
     parser.add_argument("--no-fp8", action="store_true")
     parser.add_argument("--no-fp8-kv", action="store_true", help="skip the FP8 weights + FP8 KV cache rows")
     parser.add_argument("--no-baseline", action="store_true", help="skip transformers' continuous batching")
@@ -601,7 +606,8 @@ def main() -> None:
             args.no_fp8 = True
     bw = copy_bandwidth()
     log(f"copy bandwidth: {bw / 1e12:.2f} TB/s")
-    max_len = max(args.long_prompt_tokens + args.new_tokens, 5600 if args.tutorial else 0, args.prompt_tokens + args.new_tokens) + 64
+    max_len = max(args.long_prompt_tokens + args.new_tokens, 5600 if args.tutorial else 0, args.prompt_tokens + args.new_tokens,
+                  *(n + OWN_STEPS for n in args.own_context)) + 64  # fmt: skip
     cfg = Qwen2Config(**QWEN25_14B, max_position_embeddings=max_len)
     t0 = time.perf_counter()
     with torch.device("cuda"):
@@ -630,7 +636,7 @@ def main() -> None:
     native = from_hf(hf, max_len, consume=True)
     del hf
     torch.cuda.empty_cache()
-    precisions = ["bf16"] + ([] if args.no_fp8 else ["fp8"] + ([] if args.no_fp8_kv else ["fp8+kv8"]))
+    precisions = ([] if args.no_bf16 else ["bf16"]) + ([] if args.no_fp8 else ["fp8"] + ([] if args.no_fp8_kv else ["fp8+kv8"]))
     for precision in precisions:
         if precision == "fp8":  # the model's linears become FP8 here, for both FP8 rows
             from solver.engines.native.fp8 import quantize_where_faster
@@ -665,6 +671,8 @@ def main() -> None:
                 if args.tutorial:
                     lengths = [4500 + 90 * i for i in range(12)]
                     record(run_workload(engine, wb, bw, precision, 12, 200, lengths, stop_after=10, label="200+~5000, stop after 10"))
+                for n in args.own_context:
+                    record(run_workload(engine, wb, bw, precision, 16, n, [OWN_STEPS] * 16, label=f"16 own prompts of {n}+{OWN_STEPS}", own_prompts=True))
             engine.close()
             del engine
             torch.cuda.empty_cache()

@@ -2,7 +2,7 @@
 Qwen2.5-14B shape: 16 rows that share a prompt (1,000 tokens unless told), each with 512 tokens
 of its own (the middle of a 1,024-token generation), for a bf16 and an FP8 cache.
 
-    python bench/paged_attention.py [--prompt-tokens 1000] [--cache both|bf16|fp8]
+    python bench/paged_attention.py [--prompt-tokens 1000] [--own-tokens 512] [--cache both|bf16|fp8] [--per-row-only]
 
 Variants: the per-row settings, and the prompt's positions read once for all rows
 (`DecodeMeta.shared_len`) with several split counts. Each variant is checked against the
@@ -36,7 +36,7 @@ from solver.engines.native.row_kernels import merge_quantize  # noqa: E402
 from solver.engines.native.timing import graph_time_ms  # noqa: E402
 
 ROWS, HEADS, KV_HEADS, DIM, BLOCK = 16, 40, 8, 128, 16
-OWN, LAYERS = 512, 8
+LAYERS = 8
 # The plain kernel's settings (`EngineConfig.decode_kernel`), block-table prefetch with 2-3
 # stages and 2-4 programs per SM, and the shared prompt read once with several split counts, query
 # tiles and positions per step (`EngineConfig.shared_decode_kernel` is the 3-stage one with 8
@@ -49,30 +49,36 @@ VARIANTS = [(DecodeKernel(), False)] + [
                               (3, 2, 8, 64, 64, True), (2, 2, 16, 64, 64, True), (2, 2, 8, 64, 128, True), (2, 2, 8, 128, 64, True),
                               (2, 2, 4, 64, 64, True), (2, 2, 4, 64, 128, True)]
 ]  # fmt: skip
+# The output summed as V^T P^T (`DecodeKernel.v_first`): with an FP8 cache V converts through
+# shared memory in 16-bit words instead of being read from there byte by byte
+V_FIRST_VARIANTS = [(DecodeKernel(v_first=True, num_stages=st, programs_per_sm=p, prefetch=f), False)
+                    for st, p, f in [(2, 4, False), (3, 4, False), (2, 2, False), (2, 4, True), (3, 2, True), (1, 4, False)]]
 
 
-def layer_inputs(dtype: torch.dtype, prompt: int):
+def layer_inputs(dtype: torch.dtype, prompt: int, own: int):
     """One layer's cache, the rows' block tables (the prompt's blocks shared) and context lengths."""
     prompt_blocks = -(-prompt // BLOCK)
-    own_blocks = -(-(prompt - (prompt_blocks - 1) * BLOCK + OWN) // BLOCK)  # the prompt's last block is copied
+    own_blocks = -(-(prompt - max(prompt_blocks - 1, 0) * BLOCK + own) // BLOCK)  # the prompt's last block is copied
     blocks = 1 + prompt_blocks + ROWS * own_blocks
     k, v = (torch.randn(blocks, BLOCK, KV_HEADS, DIM, device="cuda").clamp(-4, 4).to(dtype) for _ in range(2))
     pages = torch.randperm(blocks - 1, device="cuda") + 1
-    shared, own = pages[:prompt_blocks], pages[prompt_blocks:].view(ROWS, own_blocks)
+    shared, own_pages = pages[:prompt_blocks], pages[prompt_blocks:].view(ROWS, own_blocks)
     # the last prompt block is each row's own copy (copy-on-write), as in the engine
-    tables = torch.cat([shared[:-1].expand(ROWS, -1), own], dim=1).int()
-    lens = torch.full((ROWS,), prompt + OWN, dtype=torch.int32, device="cuda")
-    shared = torch.tensor([(prompt_blocks - 1) * BLOCK], dtype=torch.int32, device="cuda")
+    tables = torch.cat([shared[:-1].expand(ROWS, -1), own_pages], dim=1).int()
+    lens = torch.full((ROWS,), prompt + own, dtype=torch.int32, device="cuda")
+    shared = torch.tensor([max(prompt_blocks - 1, 0) * BLOCK], dtype=torch.int32, device="cuda")
     return k, v, DecodeMeta(torch.zeros(ROWS, dtype=torch.long, device="cuda"), tables, lens, shared)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompt-tokens", type=int, default=1000)
+    parser.add_argument("--own-tokens", type=int, default=512, help="each row's own positions after the prompt")
     parser.add_argument("--cache", choices=["both", "bf16", "fp8"], default="both")
+    parser.add_argument("--per-row-only", action="store_true", help="only the per-row variants (no shared-prompt ones)")
     args = parser.parse_args()
-    prompt = args.prompt_tokens
-    log(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}")
+    prompt, own = args.prompt_tokens, args.own_tokens
+    log(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  {ROWS} rows, prompt {prompt}, own {own}")
     bw = copy_bandwidth()
     log(f"copy bandwidth: {bw / 1e12:.2f} TB/s")
     torch.manual_seed(0)
@@ -81,11 +87,12 @@ def main() -> None:
     table, results = [], {}
     dtypes = {"both": (torch.bfloat16, torch.float8_e4m3fn), "bf16": (torch.bfloat16,), "fp8": (torch.float8_e4m3fn,)}[args.cache]
     for dtype in dtypes:
-        layers = [layer_inputs(dtype, prompt) for _ in range(LAYERS)]
+        layers = [layer_inputs(dtype, prompt, own) for _ in range(LAYERS)]
         k, v, meta = layers[0]
         reference = decode_attention(q.float(), k.float(), v.float(), meta, scale)
-        floor_us = 1e6 * (prompt + ROWS * OWN) * 2 * KV_HEADS * DIM * dtype.itemsize / bw  # bytes over the copy rate
-        variants = VARIANTS + ([(DecodeKernel(fp8_in_fp16=False), False)] if dtype != torch.bfloat16 else [])
+        floor_us = 1e6 * (prompt + ROWS * own) * 2 * KV_HEADS * DIM * dtype.itemsize / bw  # bytes over the copy rate
+        variants = [v for v in VARIANTS if not (args.per_row_only and v[1])]
+        variants += V_FIRST_VARIANTS + ([(DecodeKernel(fp8_in_fp16=False), False)] if dtype != torch.bfloat16 else [])
         for kernel, shared in variants:
             name = f"{str(dtype)[6:]} shared={shared} {json.dumps(asdict(kernel))}"
             with_hint = [(kk, vv, m if shared else DecodeMeta(m.slot_mapping, m.block_tables, m.context_lens)) for kk, vv, m in layers]
@@ -98,7 +105,7 @@ def main() -> None:
                 # with the merge the engine runs after it (FP8: merge + quantise), which pays for more splits
                 fns = [lambda _, kv=kv: merge_quantize(paged_decode_splits(q, kv[0], kv[1], kv[2], scale, kernel=kernel), q.dtype)
                        for kv in with_hint]  # fmt: skip
-                us = 1e3 * graph_time_ms(fns, None, repeats=4 * LAYERS)
+                us = 1e3 * graph_time_ms(fns, None, repeats=4 * LAYERS)  # (repeats of the graph, whatever its layer count)
             except Exception as exc:  # a setting this Triton cannot build: say so, go on
                 log(f"{name}: {type(exc).__name__}: {str(exc)[:200]}")
                 continue
