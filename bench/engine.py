@@ -387,7 +387,7 @@ def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str
     name = "native" + ("" if config.shared_prefix_attention else "-shared-prefix") + ("" if config.row_kernels else "-row-kernels")
     if config.shared_prefix_attention and config.shared_prefix_min_tokens != EngineConfig.shared_prefix_min_tokens:
         name += f"+shared-prefix>={config.shared_prefix_min_tokens}"
-    changed = {k: v for k, v in asdict(config.decode_kernel).items() if v != getattr(DecodeKernel(), k)}
+    changed = {k: v for k, v in asdict(config.plain_decode_kernel()).items() if v != getattr(DecodeKernel(), k)}
     name += f" {json.dumps(changed)}" if changed else ""
     name += ("" if config.prefill_attention_backend == "triton" else "+gather-prefill") + ("" if config.programmatic_launch else "-pdl")
     return Row(name, precision, num_samples, label or f"{prompt_len}+{max(lengths)}", total, tokens / total,
@@ -568,8 +568,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--gather-prefill", action="store_true", help="native engines gather each sequence for prefill (not the kernel)")
     parser.add_argument("--no-row-kernels", action="store_true", help="native engines use only the compiled ops")
     parser.add_argument("--no-programmatic-launch", action="store_true", help="native engines launch their kernels plainly")
-    parser.add_argument("--decode-kernel", type=json.loads, nargs="+", default=[{}],
-                        help="settings of the paged decode kernel other than the defaults, as JSON (several: one engine each): {\"num_stages\": 3, ...}")
+    parser.add_argument("--decode-kernel", type=json.loads, nargs="+", default=[None],
+                        help="paged decode kernel settings other than the defaults, as JSON (several: one engine each): "
+                             "{\"num_stages\": 3, ...}; null: the engine's choice by cache dtype")
     parser.add_argument("--fp8-kv-only", action="store_true", help="of the FP8 rows, only FP8 weights + FP8 KV cache")
     parser.add_argument("--no-checks", action="store_true", help="skip the GPU correctness checks (they ran in an earlier call)")
     parser.add_argument("--profile", action="store_true", help="only profile one decode step per precision at 16 samples")
@@ -654,7 +655,7 @@ def main() -> None:
                                   shared_prefix_min_tokens=args.shared_prefix_min_tokens, row_kernels=not args.no_row_kernels,
                                   prefill_attention_backend="torch" if args.gather_prefill else "triton",
                                   programmatic_launch=not args.no_programmatic_launch,
-                                  decode_kernel=DecodeKernel(**decode_kernel))  # fmt: skip
+                                  decode_kernel=None if decode_kernel is None else DecodeKernel(**decode_kernel))  # fmt: skip
             engine = NativeEngine(native, config=config)
             log(f"{precision} engine: {engine.block_manager.num_blocks} blocks, attention {engine.attention_backend}, built in {time.perf_counter() - t0:.1f} s")
             if engine.row_kernel_choice:

@@ -49,12 +49,6 @@ VARIANTS = [(DecodeKernel(), False)] + [
                               (3, 2, 8, 64, 64, True), (2, 2, 16, 64, 64, True), (2, 2, 8, 64, 128, True), (2, 2, 8, 128, 64, True),
                               (2, 2, 4, 64, 64, True), (2, 2, 4, 64, 128, True)]
 ]  # fmt: skip
-# The output summed as V^T P^T (`DecodeKernel.v_first`): with an FP8 cache V converts through
-# shared memory in 16-bit words instead of being read from there byte by byte
-V_FIRST_VARIANTS = [(DecodeKernel(v_first=True, num_stages=st, programs_per_sm=p, prefetch=f), False)
-                    for st, p, f in [(2, 4, False), (3, 4, False), (2, 2, False), (2, 4, True), (3, 2, True), (1, 4, False)]]
-
-
 def layer_inputs(dtype: torch.dtype, prompt: int, own: int):
     """One layer's cache, the rows' block tables (the prompt's blocks shared) and context lengths."""
     prompt_blocks = -(-prompt // BLOCK)
@@ -92,7 +86,7 @@ def main() -> None:
         reference = decode_attention(q.float(), k.float(), v.float(), meta, scale)
         floor_us = 1e6 * (prompt + ROWS * own) * 2 * KV_HEADS * DIM * dtype.itemsize / bw  # bytes over the copy rate
         variants = [v for v in VARIANTS if not (args.per_row_only and v[1])]
-        variants += V_FIRST_VARIANTS + ([(DecodeKernel(fp8_in_fp16=False), False)] if dtype != torch.bfloat16 else [])
+        variants += [(DecodeKernel(fp8_in_fp16=False), False)] if dtype != torch.bfloat16 else []
         for kernel, shared in variants:
             name = f"{str(dtype)[6:]} shared={shared} {json.dumps(asdict(kernel))}"
             with_hint = [(kk, vv, m if shared else DecodeMeta(m.slot_mapping, m.block_tables, m.context_lens)) for kk, vv, m in layers]

@@ -69,8 +69,6 @@ class DecodeKernel:
     num_stages: int = 2
     programs_per_sm: int = 4
     fp8_in_fp16: bool = True
-    # the output summed transposed (`paged_attention._attend`'s V_FIRST): None with an FP8 cache only
-    v_first: bool | None = False
     prefetch: bool = False  # each loop step loads the next one's block-table entries
     shared_splits: int = 8  # splits of the shared positions (0: enough to fill the GPU twice)
     shared_block_q: int = 64

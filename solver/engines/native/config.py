@@ -93,9 +93,20 @@ class EngineConfig:
     # capability 9+, elsewhere ignored). Same H100: FP8 step 7.58 -> 7.34 ms, BF16 unchanged.
     programmatic_launch: bool = True
     # Settings of the paged decode kernel (`attention.DecodeKernel`; CUDA only): for steps
-    # without a long shared prompt, and for those with one.
-    decode_kernel: DecodeKernel = DecodeKernel()
+    # without a long shared prompt (None: by the cache's dtype, `plain_decode_kernel`), and for
+    # those with one.
+    decode_kernel: DecodeKernel | None = None
     shared_decode_kernel: DecodeKernel = DecodeKernel(num_stages=3, programs_per_sm=2, prefetch=True)
+
+    def plain_decode_kernel(self) -> DecodeKernel:
+        """The decode kernel's settings for steps without a long shared prompt: `decode_kernel`,
+        or for an FP8 cache block-table prefetch with 2 programs per multiprocessor (measured on
+        an H200, 14B shape, 16 rows, us per layer with the merge: 12,000 positions of each row's
+        own 219.7 -> 159.7, a 1,000-token shared prompt + 512 own 34.8 -> 26.3; for a bf16 cache
+        the plain settings, faster in the engine at short contexts)."""
+        if self.decode_kernel is not None:
+            return self.decode_kernel
+        return DecodeKernel(prefetch=True, programs_per_sm=2) if self.kv_cache_dtype == "fp8" else DecodeKernel()
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1 or self.block_size < 1:

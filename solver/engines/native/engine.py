@@ -123,7 +123,7 @@ class NativeEngine:
             from .row_kernels import choose_row_kernels
 
             self.row_kernel_choice = choose_row_kernels(native, self.runner.kv_cache[0], batch_size=timing_rows, pdl=pdl,
-                                                        decode_kernel=config.decode_kernel)
+                                                        decode_kernel=config.plain_decode_kernel())
         if self.device.type == "cuda" and config.cuda_graph_batch_sizes:
             max_rows = config.max_num_seqs * (1 + lookahead)
             shared_attention = None
@@ -505,7 +505,7 @@ def _choose_attention(config: EngineConfig, model, device: torch.device, pdl: bo
         return "torch"
     from .ops import fused
 
-    model.decode_attn = partial(paged_decode_splits, pdl=pdl, kernel=config.decode_kernel)
+    model.decode_attn = partial(paged_decode_splits, pdl=pdl, kernel=config.plain_decode_kernel())
     model.ops = fused()
     if config.prefill_attention_backend == "triton":
         from .paged_prefill import paged_prefill_attention

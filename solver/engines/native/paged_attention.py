@@ -38,22 +38,16 @@ from .ops import merge_splits
 @triton.jit
 def _attend(q, k_ptr, v_ptr, table_ptr, start, end, kv_head, scale,
             NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr,
-            last=0, CAUSAL: tl.constexpr = False, PREFETCH: tl.constexpr = False, V_FIRST: tl.constexpr = False):  # fmt: skip
+            last=0, CAUSAL: tl.constexpr = False, PREFETCH: tl.constexpr = False):  # fmt: skip
     """Online softmax of the query rows q [Q, HEAD_DIM] over positions [start, end) of one block
     table: (unnormalised output [Q, HEAD_DIM], running max [Q], running sum [Q]). With CAUSAL,
     row i sees only positions <= last[i] (prefill; each row must see at least one). With
     PREFETCH each step loads the next step's block-table entries and asks for V with K, so a
-    step's K/V addresses never wait on a load of the same step. With V_FIRST the output is
-    summed transposed, V^T P^T: V is then the product's first operand, which an FP8 cache
-    converts through shared memory in 16-bit words (as the second operand Triton reads it from
-    shared memory one byte at a time)."""
+    step's K/V addresses never wait on a load of the same step."""
     d = tl.arange(0, HEAD_DIM)
     m = tl.full([q.shape[0]], float("-inf"), tl.float32)
     l = tl.zeros([q.shape[0]], tl.float32)
-    if V_FIRST:
-        acc = tl.zeros([HEAD_DIM, q.shape[0]], tl.float32)
-    else:
-        acc = tl.zeros([q.shape[0], HEAD_DIM], tl.float32)
+    acc = tl.zeros([q.shape[0], HEAD_DIM], tl.float32)
     if PREFETCH:
         t = start + tl.arange(0, BLOCK_N)
         page = tl.load(table_ptr + t // BLOCK_SIZE, mask=t < end, other=0)
@@ -80,16 +74,9 @@ def _attend(q, k_ptr, v_ptr, table_ptr, start, end, kv_head, scale,
         l = l * alpha + tl.sum(p, 1)
         if not PREFETCH:
             v = tl.load(v_ptr + offsets, mask=valid[:, None], other=0.0).to(q.dtype)
-        if V_FIRST:
-            acc = acc * alpha[None, :] + tl.dot(tl.trans(v), tl.trans(p.to(v.dtype)))
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m = m_new
-    if V_FIRST:
-        out = tl.trans(acc)
-    else:
-        out = acc
-    return out, m, l
+    return acc, m, l
 
 
 @triton.jit
@@ -114,7 +101,7 @@ def _own_part(index, q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, shared_ptr, out_
               NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, GROUP: tl.constexpr, GROUP_PAD: tl.constexpr,
               HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
               TOTAL_SPLITS: tl.constexpr, SPLIT_BASE: tl.constexpr, HAS_SHARED: tl.constexpr, IN_FP16: tl.constexpr,
-              PREFETCH: tl.constexpr, V_FIRST: tl.constexpr):  # fmt: skip
+              PREFETCH: tl.constexpr):  # fmt: skip
     """Program `index` of (row, KV head, split): the row's query heads of one KV head over its
     share of the row's own context, positions [shared, length)."""
     row = index // (NUM_KV_HEADS * NUM_SPLITS)
@@ -134,7 +121,7 @@ def _own_part(index, q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, shared_ptr, out_
     q = tl.load(q_ptr + (row * NUM_HEADS + heads)[:, None] * HEAD_DIM + d[None, :], mask=(g < GROUP)[:, None], other=0.0)
     q = _in_product_dtype(q, IN_FP16)
     acc, m, l = _attend(q, k_ptr, v_ptr, tables_ptr + row * table_stride, start, end, kv_head, scale,
-                        NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE, BLOCK_N, PREFETCH=PREFETCH, V_FIRST=V_FIRST)  # fmt: skip
+                        NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE, BLOCK_N, PREFETCH=PREFETCH)  # fmt: skip
     _store_split(out_ptr, lse_ptr, acc, m, l, (row * NUM_HEADS + heads) * TOTAL_SPLITS + SPLIT_BASE + split, g < GROUP, HEAD_DIM)
 
 
@@ -142,7 +129,7 @@ def _own_part(index, q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, shared_ptr, out_
 def _shared_part(index, q_ptr, k_ptr, v_ptr, tables_ptr, shared_ptr, out_ptr, lse_ptr, scale, rows,
                  NUM_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
                  BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_Q: tl.constexpr, NUM_SPLITS: tl.constexpr,
-                 TOTAL_SPLITS: tl.constexpr, IN_FP16: tl.constexpr, PREFETCH: tl.constexpr, V_FIRST: tl.constexpr):  # fmt: skip
+                 TOTAL_SPLITS: tl.constexpr, IN_FP16: tl.constexpr, PREFETCH: tl.constexpr):  # fmt: skip
     """Program `index` of (KV head, tile of BLOCK_Q (row, query head) pairs, split): every row's
     query heads of one KV head over the positions [0, shared) that all rows' block tables share,
     read once for all of them (through row 0's table)."""
@@ -163,7 +150,7 @@ def _shared_part(index, q_ptr, k_ptr, v_ptr, tables_ptr, shared_ptr, out_ptr, ls
     q = tl.load(q_ptr + (row * NUM_HEADS + head)[:, None] * HEAD_DIM + d[None, :], mask=valid[:, None], other=0.0)
     q = _in_product_dtype(q, IN_FP16)
     acc, m, l = _attend(q, k_ptr, v_ptr, tables_ptr, start, end, kv_head, scale, NUM_KV_HEADS, HEAD_DIM, BLOCK_SIZE, BLOCK_N,
-                        PREFETCH=PREFETCH, V_FIRST=V_FIRST)  # fmt: skip
+                        PREFETCH=PREFETCH)  # fmt: skip
     _store_split(out_ptr, lse_ptr, acc, m, l, (row * NUM_HEADS + head) * TOTAL_SPLITS + split, valid, HEAD_DIM)
 
 
@@ -175,7 +162,7 @@ def _decode_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr,
     TOTAL_SPLITS: tl.constexpr, HAS_SHARED: tl.constexpr, BLOCK_Q: tl.constexpr = 64, SHARED_SPLITS: tl.constexpr = 1,
     SHARED_BLOCK_N: tl.constexpr = 64,
-    IN_FP16: tl.constexpr = False, PREFETCH: tl.constexpr = False, V_FIRST: tl.constexpr = False, PDL: tl.constexpr = False,
+    IN_FP16: tl.constexpr = False, PREFETCH: tl.constexpr = False, PDL: tl.constexpr = False,
 ):  # fmt: skip
     """One launch for a decode step's attention, a flat grid: with HAS_SHARED the first
     `shared_programs` programs take the shared positions (`_shared_part`, splits [0,
@@ -191,11 +178,11 @@ def _decode_kernel(
     if not own:
         _shared_part(index, q_ptr, k_ptr, v_ptr, tables_ptr, shared_ptr, out_ptr, lse_ptr, scale, rows,
                      NUM_HEADS, NUM_KV_HEADS, GROUP, HEAD_DIM, BLOCK_SIZE, SHARED_BLOCK_N, BLOCK_Q, SHARED_SPLITS, TOTAL_SPLITS,
-                     IN_FP16, PREFETCH, V_FIRST)  # fmt: skip
+                     IN_FP16, PREFETCH)  # fmt: skip
     else:
         _own_part(index - shared_programs, q_ptr, k_ptr, v_ptr, tables_ptr, lens_ptr, shared_ptr, out_ptr, lse_ptr, scale,
                   table_stride, NUM_HEADS, NUM_KV_HEADS, GROUP, GROUP_PAD, HEAD_DIM, BLOCK_SIZE, BLOCK_N, NUM_SPLITS,
-                  TOTAL_SPLITS, SHARED_SPLITS if HAS_SHARED else 0, HAS_SHARED, IN_FP16, PREFETCH, V_FIRST)  # fmt: skip
+                  TOTAL_SPLITS, SHARED_SPLITS if HAS_SHARED else 0, HAS_SHARED, IN_FP16, PREFETCH)  # fmt: skip
 
 
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, meta: DecodeMeta, scale: float) -> torch.Tensor:
@@ -225,8 +212,7 @@ def paged_decode_splits(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.T
         NUM_HEADS=heads, NUM_KV_HEADS=kv_heads, GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)),
         HEAD_DIM=head_dim, BLOCK_SIZE=block_size, BLOCK_N=kernel.block_n, NUM_SPLITS=own_splits, SHARED_BLOCK_N=kernel.shared_block_n,
         TOTAL_SPLITS=total, HAS_SHARED=shared_splits > 0, BLOCK_Q=kernel.shared_block_q, SHARED_SPLITS=max(1, shared_splits),
-        IN_FP16=kernel.fp8_in_fp16 and k_cache.dtype == torch.float8_e4m3fn and q.is_cuda, PREFETCH=kernel.prefetch,
-        V_FIRST=v_cache.dtype == torch.float8_e4m3fn if kernel.v_first is None else kernel.v_first, PDL=pdl,
+        IN_FP16=kernel.fp8_in_fp16 and k_cache.dtype == torch.float8_e4m3fn and q.is_cuda, PREFETCH=kernel.prefetch, PDL=pdl,
         num_warps=kernel.num_warps, num_stages=kernel.num_stages, launch_pdl=pdl,
     )  # fmt: skip
     return Splits(partial, lse)

@@ -17,6 +17,7 @@ import transformers.models.qwen2.modeling_qwen2 as qwen2_module
 
 from solver.engines.base import Request, SamplingParams
 from solver.engines.native import EngineConfig, NativeEngine
+from solver.engines.native.attention import DecodeKernel
 from tests.solver.engines.engine_testing import ARCHITECTURES, PROMPTS, TOOL_OUTPUT, Collector, tiny_model
 
 FP8_KV = dict(kv_cache_dtype="fp8")
@@ -102,3 +103,10 @@ def test_fp8_cache_across_a_tool_call_continuation(model):
 def test_unknown_kv_cache_dtype_is_refused():
     with pytest.raises(ValueError, match="kv_cache_dtype"):
         EngineConfig(kv_cache_dtype="int4")
+
+
+def test_decode_kernel_settings_follow_the_cache_dtype_unless_given():
+    assert EngineConfig().plain_decode_kernel() == DecodeKernel()
+    assert EngineConfig(kv_cache_dtype="fp8").plain_decode_kernel() == DecodeKernel(prefetch=True, programs_per_sm=2)
+    given = DecodeKernel(num_stages=3)
+    assert EngineConfig(kv_cache_dtype="fp8", decode_kernel=given).plain_decode_kernel() is given

@@ -91,8 +91,7 @@ slots = torch.zeros(rows, dtype=torch.long)
 ref = decode_attention(q, k, v, DecodeMeta(slots, tables, lens), dim**-0.5)
 errors = {}
 long_prompts = DecodeKernel(prefetch=True, num_stages=3, programs_per_sm=2, shared_splits=2, shared_block_n=32)
-v_first = DecodeKernel(v_first=True)  # the output summed as V^T P^T (an FP8 cache's form; here in float32)
-for name, kernel in (("plain", DecodeKernel()), ("long", long_prompts), ("v first", v_first)):  # the engine's two graphs' settings, and
+for name, kernel in (("plain", DecodeKernel()), ("long", long_prompts)):  # the engine's two decode graphs' settings
     for shared in (None, 0, 20):
         hint = None if shared is None else torch.tensor([shared], dtype=torch.int32)
         got = merge_splits(*paged_decode_splits(q, k, v, DecodeMeta(slots, tables, lens, hint), dim**-0.5, kernel=kernel), torch.float32)
@@ -105,8 +104,7 @@ print(json.dumps(errors))
 @pytest.mark.skipif(interpreter_unavailable() is not None, reason=str(interpreter_unavailable()))
 def test_paged_kernels_equal_the_gather_attention_in_the_triton_interpreter():
     errors = run_in_interpreter(_KERNEL_CHECK)
-    # the short prompts' settings, the long ones' (with block-table prefetch), and V first (FP8 caches)
-    for settings in ("plain", "long", "v first"):
+    for settings in ("plain", "long"):  # the short prompts' settings, and the long ones' (with block-table prefetch)
         assert errors[f"{settings}/None"] < 1e-5  # the per-row programs alone
         assert errors[f"{settings}/0"] < 1e-5  # with a shared prefix of nothing
         assert errors[f"{settings}/20"] < 1e-5  # 20 positions read once for all rows, the rest per row
