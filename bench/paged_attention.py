@@ -43,6 +43,8 @@ LAYERS = 8
 # splits: best at 8,000 tokens on an H200, bench/NOTES.md "Session 6")
 VARIANTS = [(DecodeKernel(), False)] + [
     (DecodeKernel(prefetch=True, num_stages=st, programs_per_sm=p), False) for st, p in [(2, 4), (3, 4), (1, 4), (2, 2), (3, 2)]
+] + [  # around an FP8 cache's settings (prefetch, 2 programs per SM): positions per step, warps, programs per SM
+    (DecodeKernel(prefetch=True, programs_per_sm=p, block_n=n, num_warps=w), False) for n, w, p in [(128, 4, 2), (32, 4, 2), (64, 8, 2), (64, 4, 1), (64, 4, 3)]
 ] + [  # the prompt's positions read once for all rows by programs of the same launch
     (DecodeKernel(num_stages=st, programs_per_sm=p, shared_splits=s, shared_block_q=b, shared_block_n=n, prefetch=f), True)
     for st, p, s, b, n, f in [(2, 4, 8, 64, 64, False), (2, 2, 8, 64, 64, False), (2, 4, 8, 64, 64, True), (2, 2, 8, 64, 64, True),
