@@ -361,7 +361,8 @@ def run_workload(engine: NativeEngine, weights_b: int, bw: float, precision: str
         running = engine.scheduler.running if not engine.scheduler.waiting else []
         context = sum(s.num_tokens for s in running)
         # The samples share the prompt's blocks: an ideal kernel would read them once per step.
-        unique = (0 if own_prompts else prompt_len) + sum(s.num_tokens - (0 if own_prompts else prompt_len) for s in running) if running else 0
+        shared = 0 if own_prompts else prompt_len
+        unique = shared + sum(s.num_tokens - shared for s in running) if running else 0
         t0 = time.perf_counter()
         deltas = engine.step()
         dt = time.perf_counter() - t0

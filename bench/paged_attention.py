@@ -51,8 +51,11 @@ VARIANTS = [(DecodeKernel(), False)] + [
                               (3, 2, 8, 64, 64, True), (2, 2, 16, 64, 64, True), (2, 2, 8, 64, 128, True), (2, 2, 8, 128, 64, True),
                               (2, 2, 4, 64, 64, True), (2, 2, 4, 64, 128, True)]
 ]  # fmt: skip
+
+
 def layer_inputs(dtype: torch.dtype, prompt: int, own: int):
-    """One layer's cache, the rows' block tables (the prompt's blocks shared) and context lengths."""
+    """One layer's cache, the rows' block tables (the prompt's blocks shared, if any) and context
+    lengths (`prompt` + `own` each)."""
     prompt_blocks = -(-prompt // BLOCK)
     own_blocks = -(-(prompt - max(prompt_blocks - 1, 0) * BLOCK + own) // BLOCK)  # the prompt's last block is copied
     blocks = 1 + prompt_blocks + ROWS * own_blocks
@@ -101,7 +104,7 @@ def main() -> None:
                 # with the merge the engine runs after it (FP8: merge + quantise), which pays for more splits
                 fns = [lambda _, kv=kv: merge_quantize(paged_decode_splits(q, kv[0], kv[1], kv[2], scale, kernel=kernel), q.dtype)
                        for kv in with_hint]  # fmt: skip
-                us = 1e3 * graph_time_ms(fns, None, repeats=4 * LAYERS)  # (repeats of the graph, whatever its layer count)
+                us = 1e3 * graph_time_ms(fns, None, repeats=4 * LAYERS)
             except Exception as exc:  # a setting this Triton cannot build: say so, go on
                 log(f"{name}: {type(exc).__name__}: {str(exc)[:200]}")
                 continue
