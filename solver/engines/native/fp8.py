@@ -83,18 +83,35 @@ class FP8Linear(nn.Module):
         our product kernel takes (the row kernels choose such inputs only for it)."""
         xq, x_scale = x
         if x_scale.shape[1] > 1:
-            y = fp8_gemm.skinny_mm(xq, self.weight, self.skinny, self.pdl, group_scales=x_scale)
-            return Out(y, self.unit_rows[: y.shape[0]], self.weight_scale, self.bias)
+            return self.grouped_product(x)
         if self.mode == "rowwise":
             y = torch._scaled_mm(xq, self.weight.t(), scale_a=x_scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16)
             return Out(y, bias=self.bias)
         if self.skinny is not None and xq.is_cuda and xq.shape[0] <= self.skinny_rows:
             if self.silu_epilogue:
-                return SiluProduct(*fp8_gemm.skinny_silu_mm(xq, x_scale, self.weight, self.weight_scale, self.skinny, self.pdl))
+                return self.silu_product(x)
             y = fp8_gemm.skinny_mm(xq, self.weight, self.skinny, self.pdl)
         else:
             y = torch._scaled_mm(xq, self.weight.t(), scale_a=self.one, scale_b=self.one, out_dtype=torch.float32)
         return Out(y, x_scale, self.weight_scale, self.bias)
+
+    def grouped_product(self, x: tuple[torch.Tensor, torch.Tensor], config: fp8_gemm.SkinnyConfig | None = None,
+                        pdl: bool | None = None) -> Out:  # fmt: skip
+        """The product of an input quantised per row and group of columns (scales [rows, groups])
+        in our kernel, in `config` (default: this linear's) and launched as `pdl` says (default:
+        as this linear is)."""
+        xq, x_scale = x
+        config, pdl = config or self.skinny, self.pdl if pdl is None else pdl
+        y = fp8_gemm.skinny_mm(xq, self.weight, config, pdl, group_scales=x_scale)
+        return Out(y, self.unit_rows[: y.shape[0]], self.weight_scale, self.bias)
+
+    def silu_product(self, x: tuple[torch.Tensor, torch.Tensor], config: fp8_gemm.SkinnyConfig | None = None,
+                     pdl: bool | None = None) -> SiluProduct:  # fmt: skip
+        """A gate_up linear's product in our kernel ending with SiLU*up, in `config` (default:
+        this linear's) and launched as `pdl` says (default: as this linear is)."""
+        xq, x_scale = x
+        config, pdl = config or self.skinny, self.pdl if pdl is None else pdl
+        return SiluProduct(*fp8_gemm.skinny_silu_mm(xq, x_scale, self.weight, self.weight_scale, config, pdl))
 
 
 class SelfQuantizedLinear(nn.Module):

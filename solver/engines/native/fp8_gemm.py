@@ -129,6 +129,11 @@ CANDIDATES = (
 )  # fmt: skip
 
 
+def _block_m(rows: int) -> int:
+    """Rows per program: the batch's rows padded to a power of two, at least the tensor cores' 16."""
+    return max(16, triton.next_power_of_2(min(rows, MAX_ROWS)))
+
+
 def skinny_mm(x: torch.Tensor, w: torch.Tensor, config: SkinnyConfig = CANDIDATES[0], pdl: bool = False,
               group_scales: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """x [rows, in], w [out, in] (same dtype) -> x @ w.T [rows, out] float32; `pdl`: launched
@@ -143,7 +148,7 @@ def skinny_mm(x: torch.Tensor, w: torch.Tensor, config: SkinnyConfig = CANDIDATE
     if group_scales is not None:
         group_scales = group_scales.contiguous()
         assert k % c.block_k == 0 and group_scales.shape == (rows, k // c.block_k), (x.shape, group_scales.shape, c)
-    block_m = max(16, triton.next_power_of_2(min(rows, MAX_ROWS)))
+    block_m = _block_m(rows)
     out = torch.empty(rows, n, dtype=torch.float32, device=x.device)
     grid = (triton.cdiv(n, c.block_n), triton.cdiv(rows, block_m))
     _skinny_kernel[grid](x, x if group_scales is None else group_scales, w, out, rows, n, k, BLOCK_M=block_m, BLOCK_N=c.block_n,
@@ -163,7 +168,7 @@ def skinny_silu_mm(x: torch.Tensor, x_scale: torch.Tensor, w: torch.Tensor, w_sc
     width = w.shape[0] // 2
     assert w.shape == (2 * width, k), (x.shape, w.shape)
     c = config
-    block_m = max(16, triton.next_power_of_2(min(rows, MAX_ROWS)))
+    block_m = _block_m(rows)
     tiles = triton.cdiv(width, c.block_n // 2)
     h = torch.empty(rows, width, dtype=torch.float32, device=x.device)
     chunk_max = torch.empty(rows, triton.next_power_of_2(tiles), dtype=torch.float32, device=x.device)
@@ -172,4 +177,3 @@ def skinny_silu_mm(x: torch.Tensor, x_scale: torch.Tensor, w: torch.Tensor, w_sc
         EVEN_K=k % c.block_k == 0, CHUNKS=chunk_max.shape[1], PDL=pdl, num_warps=c.num_warps, num_stages=c.num_stages, launch_pdl=pdl,
     )  # fmt: skip
     return h, chunk_max, tiles
-

@@ -44,7 +44,7 @@ import triton.language as tl
 
 from .attention import DecodeKernel, Splits
 from .fp8 import FP8Linear, SiluProduct, fuse_silu, use_product_kernel
-from .fp8_gemm import CANDIDATES, SkinnyConfig, skinny_mm, skinny_silu_mm
+from .fp8_gemm import CANDIDATES, SkinnyConfig
 from .launch import wait_for_previous
 from .layers import Out
 from .model import CausalLM
@@ -452,6 +452,7 @@ def _group_configs(o_proj, rows: int, heads: int, head_dim: int) -> list[SkinnyC
     (one group per K tile)."""
     if not (isinstance(o_proj, FP8Linear) and rows <= o_proj.skinny_rows):
         return []
+
     def fits(group: int) -> bool:  # a power of two of heads that divides them
         return group > 0 and heads % group == 0 and group & (group - 1) == 0
 
@@ -460,9 +461,7 @@ def _group_configs(o_proj, rows: int, heads: int, head_dim: int) -> list[SkinnyC
 
 def _grouped_product(o_proj: FP8Linear, parts: Splits, config: SkinnyConfig, group_heads: int, dtype: torch.dtype, pdl: bool) -> Out:
     """o_proj's product of the attention's parts merged and quantised per row and group of heads."""
-    xq, x_scale = merge_quantize(parts, dtype, num_warps=4, pdl=pdl, group_heads=group_heads)
-    raw = skinny_mm(xq, o_proj.weight, config, pdl, group_scales=x_scale)
-    return Out(raw, o_proj.unit_rows[: raw.shape[0]], o_proj.weight_scale, o_proj.bias)
+    return o_proj.grouped_product(merge_quantize(parts, dtype, num_warps=4, pdl=pdl, group_heads=group_heads), config, pdl)
 
 
 def _grouped_attention_output(plain: Callable, group_heads: int, rows: int, o, dtype: torch.dtype, fp8: bool, pdl: bool = False,
@@ -482,8 +481,7 @@ def _can_fuse_silu(gate_up, rows: int) -> bool:
 def _silu_in_product(gate_up: FP8Linear, x_in: tuple[torch.Tensor, torch.Tensor], config: SkinnyConfig,
                      pdl: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """The down projection's FP8 input from gate_up's, SiLU*up in the product's epilogue."""
-    product = skinny_silu_mm(*x_in, gate_up.weight, gate_up.weight_scale, config, pdl)
-    return quantize_chunks(*product, pdl=pdl)
+    return quantize_chunks(*gate_up.silu_product(x_in, config, pdl), pdl=pdl)
 
 
 def _silu_mul_after(plain: Callable, y, dtype: torch.dtype, fp8: bool, pdl: bool = False, out_dtype: torch.dtype = FP8):
